@@ -1,0 +1,1 @@
+"""marketplace: the server side of Gears (registry, catalog, review, engine, runtime)."""
