@@ -1,0 +1,5 @@
+"""Shared test setup. Fixture modules live in tests/fixtures/ and are listed here."""
+
+pytest_plugins = [
+    "tests.fixtures.common",
+]
