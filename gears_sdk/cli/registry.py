@@ -1,0 +1,3 @@
+"""Registry commands (filled in below)."""
+
+COMMANDS: list = []
