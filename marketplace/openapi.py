@@ -1,0 +1,258 @@
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``.
+
+Schemas are JSON Schema 2020-12 (as OpenAPI 3.1 allows), so the tests check
+real responses against them with ``jsonschema``; another test fails when a
+route under ``/api/v1`` is missing from ``paths``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, jsonify
+
+import gears_sdk
+
+bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
+
+_REF = "#/components/schemas/"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STR, INT, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+DATE = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {**STR, "description": "stable, machine-readable"},
+                    "message": {**STR, "description": "for people: what went wrong, what to do"},
+                    "details": {"type": "array", "items": ref("Problem")},
+                },
+            }
+        },
+    },
+    "Problem": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"path": STR, "message": STR, "code": STR},
+    },
+    "VersionSummary": {
+        "type": "object",
+        "required": ["name", "version", "status", "yanked", "quarantined", "created_at"],
+        "properties": {
+            "name": STR, "version": STR,
+            "status": {"enum": ["pending", "approved", "rejected"]},
+            "yanked": BOOL, "quarantined": BOOL, "created_at": _nullable(DATE),
+        },
+    },
+    "Version": {
+        "allOf": [ref("VersionSummary")],
+        "type": "object",
+        "required": ["kind", "sha256", "size", "manifest", "url", "download_url", "web_url"],
+        "properties": {
+            "kind": {"enum": ["connector", "extension", "template"]},
+            "title": STR, "summary": STR,
+            "yank_reason": _nullable(STR), "quarantine_reason": _nullable(STR),
+            "review_reason": _nullable(STR), "reviewed_at": _nullable(DATE),
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "size": INT,
+            "manifest": {"type": "object"},
+            "url": STR, "download_url": STR, "web_url": STR,
+        },
+    },
+    "Gear": {
+        "type": "object",
+        "required": ["name", "publisher", "kind", "title", "summary", "categories",
+                     "latest_version", "install_count", "versions"],
+        "properties": {
+            "name": STR, "publisher": STR,
+            "kind": {"enum": ["connector", "extension", "template"]},
+            "title": STR, "summary": STR,
+            "categories": {"type": "array", "items": STR},
+            "latest_version": _nullable(STR),
+            "install_count": INT,
+            "created_at": _nullable(DATE), "updated_at": _nullable(DATE),
+            "url": STR, "web_url": STR,
+            "versions": {"type": "array", "items": ref("VersionSummary")},
+        },
+    },
+    "GearList": {
+        "type": "object",
+        "required": ["items", "total", "page", "per_page"],
+        "properties": {
+            "items": {"type": "array", "items": ref("Gear")},
+            "total": INT, "page": INT, "per_page": INT,
+        },
+    },
+    "Reason": {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "maxLength": 2000}},
+    },
+    "WhoAmI": {
+        "type": "object",
+        "required": ["email", "role", "scopes", "publishers", "workspaces"],
+        "properties": {
+            "email": STR,
+            "role": {"enum": ["admin", "developer", "business"]},
+            "scopes": {"type": "array", "items": STR},
+            "publishers": {"type": "array", "items": STR},
+            "workspaces": {"type": "array", "items": STR},
+        },
+    },
+}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": ref(schema)}}}
+
+
+def _err(*codes: int) -> dict[str, Any]:
+    words = {400: "Bad request", 401: "No valid token", 403: "Not allowed", 404: "Not found",
+             409: "Conflict with the current state", 413: "Upload too large",
+             422: "Invalid input; details lists every problem",
+             503: "A backing service is unavailable"}
+    return {str(c): {"description": words[c], **_json("Error")} for c in codes}
+
+
+def _gear_params(with_version: bool = False) -> list[dict[str, Any]]:
+    names = ["publisher", "name"] + (["version"] if with_version else [])
+    return [{"name": n, "in": "path", "required": True, "schema": STR} for n in names]
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _state_change(summary: str, who: str, with_body: bool = True) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": who,
+        "parameters": _gear_params(True),
+        "security": [{"bearer": []}],
+        "responses": {"200": {"description": "The version after the change", **_json("Version")},
+                      **_err(400, 401, 403, 404, 409, 422)},
+    }
+    if with_body:
+        op["requestBody"] = {"required": False, **_json("Reason")}
+    return {"post": op}
+
+
+PATHS: dict[str, Any] = {
+    "/api/v1/openapi.json": {
+        "get": {"summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}}}
+    },
+    "/api/v1/whoami": {
+        "get": {"summary": "Who the token belongs to", "security": [{"bearer": []}],
+                "responses": {"200": {"description": "The token's user", **_json("WhoAmI")},
+                              **_err(401)}}
+    },
+    "/api/v1/gears": {
+        "get": {
+            "summary": "Search and list gears",
+            "description": "Non-admins see only gears with an approved, non-yanked version.",
+            "parameters": [
+                _query("q", STR, "words in the name, title or summary"),
+                _query("kind", {"enum": ["connector", "extension", "template"]}, "kind of gear"),
+                _query("category", STR, "a category"),
+                _query("publisher", STR, "a publisher's namespace"),
+                _query("page", {"type": "integer", "minimum": 1, "maximum": 10000}, "page, from 1"),
+                _query("per_page", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
+            ],
+            "responses": {"200": {"description": "A page of gears", **_json("GearList")},
+                          **_err(422)},
+        },
+        "post": {
+            "summary": "Publish a version",
+            "description": "Upload a .gear archive (multipart field 'file'). The archive is "
+                           "safety-checked and its manifest validated; the version starts "
+                           "pending review. Needs a token with publish:<publisher>.",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "contentMediaType": "application/zip"}},
+            }}}},
+            "responses": {"201": {"description": "Published, pending review", **_json("Version")},
+                          **_err(400, 401, 403, 409, 413, 422, 503)},
+        },
+    },
+    "/api/v1/gears/{publisher}/{name}": {
+        "get": {"summary": "A gear and its versions", "parameters": _gear_params(),
+                "responses": {"200": {"description": "The gear", **_json("Gear")}, **_err(404)}}
+    },
+    "/api/v1/gears/{publisher}/{name}/{version}": {
+        "get": {"summary": "One version", "parameters": _gear_params(True),
+                "responses": {"200": {"description": "The version", **_json("Version")},
+                              **_err(404)}}
+    },
+    "/api/v1/gears/{publisher}/{name}/{version}/download": {
+        "get": {
+            "summary": "Download the archive",
+            "description": "The bytes (header X-Gears-Sha256 carries their sha256) or a 302 "
+                           "redirect to a short-lived presigned URL.",
+            "parameters": _gear_params(True),
+            "responses": {
+                "200": {"description": "The archive",
+                        "headers": {"X-Gears-Sha256": {"schema": STR}},
+                        "content": {"application/vnd.gears.gear+zip": {"schema": {"type": "string"}}}},
+                "302": {"description": "Redirect to a presigned URL",
+                        "headers": {"Location": {"schema": STR}}},
+                "304": {"description": "Not modified"},
+                **_err(403, 404, 503),
+            },
+        }
+    },
+    "/api/v1/gears/{publisher}/{name}/{version}/yank": _state_change(
+        "Yank a version", "Owner or admin; a reason is required."),
+    "/api/v1/gears/{publisher}/{name}/{version}/unyank": _state_change(
+        "Undo a yank", "Owner or admin."),
+    "/api/v1/admin/gears/{publisher}/{name}/{version}/approve": _state_change(
+        "Approve a pending version", "Admin only."),
+    "/api/v1/admin/gears/{publisher}/{name}/{version}/reject": _state_change(
+        "Reject a pending version", "Admin only; a reason the publisher can read is required."),
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Gears registry API",
+            "version": gears_sdk.__version__,
+            "description": "Publish, review and download gears. Errors are JSON with a stable "
+                           "code, a message for people and, for invalid input, every problem "
+                           "with its path.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API token (gears_…)"}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Any:
+    return jsonify(document())
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

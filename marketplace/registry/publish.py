@@ -1,0 +1,195 @@
+"""The publish path: one upload becomes one immutable, pending version.
+
+Each step is a small named function that either returns what the next step
+needs or raises a :class:`~marketplace.errors.MarketplaceError` with a stable
+code. The order matters for consistency: the blob is written and verified
+*before* the version row commits, so a failure anywhere leaves no visible
+version (at worst an unreferenced blob, which ``marketplace gc`` removes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gears_sdk.archive import GearArchive, read_archive
+from gears_sdk.errors import ArchiveError, ManifestError
+from gears_sdk.manifest import Manifest
+from marketplace import audit
+from marketplace.errors import MarketplaceError
+from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
+from marketplace.storage import BlobStore, StorageError
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What the client sent: the archive bytes and who sent them."""
+
+    data: bytes
+    user: User
+    token: ApiToken | None
+
+
+def publish(session: Session, store: BlobStore, upload: Upload) -> GearVersion:
+    """Run every publish step; returns the committed, pending version."""
+    archive = read_upload(upload.data)
+    manifest = archive.manifest
+    publisher = authorize_namespace(session, upload, manifest)
+    gear = find_gear(session, manifest)
+    check_new_version(session, gear, manifest)
+    check_kind_unchanged(gear, manifest)
+    store_blob(store, archive.sha256, upload.data)
+    return insert_version(session, publisher, gear, archive, upload.user)
+
+
+def read_upload(data: bytes) -> GearArchive:
+    """Archive safety checks and manifest validation, through the SDK's safe reader."""
+    if not data:
+        raise MarketplaceError(400, "missing_file", "the upload is empty; send the .gear file "
+                               "as the multipart field 'file'")
+    try:
+        return read_archive(data)
+    except ManifestError as exc:
+        raise _manifest_error(exc) from None
+    except ArchiveError as exc:
+        problems = getattr(exc, "problems", None)
+        if problems:
+            raise _manifest_error(exc) from None
+        detail = {"path": exc.member or "$", "message": exc.message, "code": exc.code}
+        raise MarketplaceError(400, "invalid_archive", f"the archive was refused: {exc.message}",
+                               [detail]) from None
+
+
+def _manifest_error(exc: ManifestError | ArchiveError) -> MarketplaceError:
+    problems = getattr(exc, "problems", [])
+    n = len(problems)
+    return MarketplaceError(
+        422, "invalid_manifest",
+        f"gear.json has {n} problem{'s' if n != 1 else ''}; fix each one listed in details",
+        [p.to_dict() for p in problems],
+    )
+
+
+def authorize_namespace(session: Session, upload: Upload, manifest: Manifest) -> Publisher:
+    """The token must hold ``publish:<publisher>`` and its user must be a member."""
+    from marketplace.accounts import token_allows
+
+    publisher = session.scalar(select(Publisher).where(Publisher.name == manifest.publisher))
+    allowed = publisher is not None and (
+        token_allows(upload.token, f"publish:{manifest.publisher}") if upload.token else False
+    )
+    if not allowed or publisher is None:
+        raise MarketplaceError(
+            403, "forbidden",
+            f"you may not publish into the namespace '{manifest.publisher}'; use a token with "
+            f"the scope publish:{manifest.publisher} from a member of that publisher",
+        )
+    return publisher
+
+
+def find_gear(session: Session, manifest: Manifest) -> Gear | None:
+    return session.scalar(select(Gear).where(Gear.name == manifest.name))
+
+
+def check_new_version(session: Session, gear: Gear | None, manifest: Manifest) -> None:
+    """Versions are immutable forever: the same name+version never takes new bytes."""
+    if gear is None:
+        return
+    exists = session.scalar(
+        select(GearVersion.id).where(
+            GearVersion.gear_id == gear.id, GearVersion.version == str(manifest.version)
+        )
+    )
+    if exists is not None:
+        raise _version_exists(manifest)
+
+
+def _version_exists(manifest: Manifest) -> MarketplaceError:
+    return MarketplaceError(
+        409, "version_exists",
+        f"{manifest.name} {manifest.version} has already been published; versions are "
+        "immutable (even after a yank): bump the version in gear.json",
+    )
+
+
+def check_kind_unchanged(gear: Gear | None, manifest: Manifest) -> None:
+    if gear is not None and gear.kind != manifest.kind:
+        raise MarketplaceError(
+            422, "kind_changed",
+            f"{gear.name} is a {gear.kind}; a new version cannot turn it into a {manifest.kind}",
+            [{"path": "$.kind", "message": f"must stay '{gear.kind}'", "code": "kind_changed"}],
+        )
+
+
+def store_blob(store: BlobStore, sha256: str, data: bytes) -> None:
+    """Write the archive and read it back before any row refers to it."""
+    try:
+        store.put(sha256, data)
+        if not store.verify(sha256):
+            raise StorageError("the stored archive did not read back with its sha256")
+    except StorageError as exc:
+        raise MarketplaceError(
+            503, "storage_unavailable",
+            f"the archive could not be stored, nothing was published: {exc}; try again later",
+        ) from None
+
+
+def insert_version(
+    session: Session, publisher: Publisher, gear: Gear | None, archive: GearArchive, user: User
+) -> GearVersion:
+    """Create the gear (first version) and the pending version row, with an audit entry.
+
+    The unique constraints decide races: when a concurrent publish created the
+    same new gear first, the insert is retried once against that gear; when it
+    published the same version, this one gets ``version_exists``.
+    """
+    manifest = archive.manifest
+    for attempt in (1, 2):
+        try:
+            return _insert(session, publisher, gear, archive, user)
+        except IntegrityError:
+            session.rollback()
+            gear_was_new = gear is None
+            gear = find_gear(session, manifest)
+            if attempt == 2 or not gear_was_new or gear is None:
+                break
+            check_new_version(session, gear, manifest)
+            check_kind_unchanged(gear, manifest)
+    raise _version_exists(manifest)
+
+
+def _insert(
+    session: Session, publisher: Publisher, gear: Gear | None, archive: GearArchive, user: User
+) -> GearVersion:
+    manifest = archive.manifest
+    if gear is None:
+        gear = Gear(
+            publisher_id=publisher.id, name=manifest.name, kind=manifest.kind,
+            title=manifest.title, summary=manifest.summary, categories=list(manifest.categories),
+        )
+        session.add(gear)
+        session.flush()
+    version = GearVersion(
+        gear_id=gear.id, version=str(manifest.version), sha256=archive.sha256,
+        size=archive.size, manifest=manifest.to_dict(), status=VersionStatus.pending,
+        uploaded_by_id=user.id,
+    )
+    session.add(version)
+    session.flush()
+    audit.record(session, user, "version.publish", "version",
+                 f"{manifest.name}@{manifest.version}", after=version_state(version))
+    session.commit()
+    return version
+
+
+def version_state(version: GearVersion) -> dict[str, Any]:
+    return {
+        "status": version.status.value,
+        "yanked": version.yanked,
+        "quarantined": version.quarantined,
+        "sha256": version.sha256,
+    }

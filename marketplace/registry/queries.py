@@ -1,0 +1,196 @@
+"""Reading the registry: what a caller may see, search, and serialization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from gears_sdk.versions import Version
+from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
+
+KINDS = ("connector", "extension", "template")
+MAX_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is asking: anonymous, a token's user, or a signed-in web user."""
+
+    user: User | None = None
+    token: ApiToken | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        from marketplace.accounts import token_allows
+
+        if self.user is None or self.user.role.value != "admin":
+            return False
+        return self.token is None or token_allows(self.token, "admin")
+
+    def manages(self, gear: Gear) -> bool:
+        """Admins and members of the gear's publisher see its unreleased versions."""
+        if self.is_admin:
+            return True
+        if self.user is None:
+            return False
+        publisher = gear.name.split("/", 1)[0]
+        if self.token is not None:
+            from marketplace.accounts import token_allows
+
+            return token_allows(self.token, f"publish:{publisher}")
+        return any(m.user_id == self.user.id for m in gear.publisher.members)
+
+
+def is_public(v: GearVersion) -> bool:
+    """Listed and installable by anyone: approved, not yanked, not quarantined."""
+    return v.status is VersionStatus.approved and not v.yanked and not v.quarantined
+
+
+def can_see_version(viewer: Viewer, v: GearVersion) -> bool:
+    """Approved versions stay reachable by exact version even when yanked."""
+    return v.status is VersionStatus.approved or viewer.manages(v.gear)
+
+
+def sorted_versions(versions: list[GearVersion]) -> list[GearVersion]:
+    """Newest first, by semver precedence."""
+    return sorted(versions, key=lambda v: Version.parse(v.version), reverse=True)
+
+
+def latest_public(gear: Gear) -> GearVersion | None:
+    return next((v for v in sorted_versions(gear.versions) if is_public(v)), None)
+
+
+def _public_gear_ids() -> Select[tuple[int]]:
+    return select(GearVersion.gear_id).where(
+        GearVersion.status == VersionStatus.approved,
+        GearVersion.yanked.is_(False),
+        GearVersion.quarantined.is_(False),
+    )
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    q: str = ""
+    kind: str | None = None
+    category: str | None = None
+    publisher: str | None = None
+    page: int = 1
+    per_page: int = 20
+
+
+def search_gears(session: Session, query: SearchQuery, viewer: Viewer) -> tuple[list[Gear], int]:
+    """Gears matching ``query``; non-admins see only gears with a public version."""
+    stmt = select(Gear).join(Publisher, Gear.publisher_id == Publisher.id)
+    if not viewer.is_admin:
+        stmt = stmt.where(Gear.id.in_(_public_gear_ids()))
+    if query.q:
+        like = f"%{_escape_like(query.q.lower())}%"
+        stmt = stmt.where(or_(
+            func.lower(Gear.name).like(like, escape="\\"),
+            func.lower(Gear.title).like(like, escape="\\"),
+            func.lower(Gear.summary).like(like, escape="\\"),
+        ))
+    if query.kind:
+        stmt = stmt.where(Gear.kind == query.kind)
+    if query.publisher:
+        stmt = stmt.where(Publisher.name == query.publisher)
+    if query.category:
+        stmt = stmt.where(func.lower(func.cast(Gear.categories, _text())).like(
+            f'%"{_escape_like(query.category)}"%', escape="\\"))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(
+        stmt.options(selectinload(Gear.versions), selectinload(Gear.publisher))
+        .order_by(Gear.install_count.desc(), Gear.name)
+        .offset((query.page - 1) * query.per_page)
+        .limit(query.per_page)
+    ).all()
+    return list(rows), total
+
+
+def _text() -> Any:
+    from sqlalchemy import Text
+
+    return Text()
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def get_gear(session: Session, publisher: str, name: str) -> Gear | None:
+    return session.scalar(
+        select(Gear).where(Gear.name == f"{publisher}/{name}")
+        .options(selectinload(Gear.versions), selectinload(Gear.publisher))
+    )
+
+
+def get_version(session: Session, publisher: str, name: str, version: str) -> GearVersion | None:
+    return session.scalar(
+        select(GearVersion).join(Gear, GearVersion.gear_id == Gear.id)
+        .where(Gear.name == f"{publisher}/{name}", GearVersion.version == version)
+    )
+
+
+# ---------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------
+
+
+def _iso(dt: Any) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def version_json(v: GearVersion, base_url: str, *, full: bool = True) -> dict[str, Any]:
+    """A version as the API shows it."""
+    name = v.gear.name
+    out: dict[str, Any] = {
+        "name": name,
+        "version": v.version,
+        "status": v.status.value,
+        "yanked": v.yanked,
+        "quarantined": v.quarantined,
+        "created_at": _iso(v.created_at),
+    }
+    if not full:
+        return out
+    api = f"{base_url}/api/v1/gears/{name}/{v.version}"
+    out.update(
+        kind=v.gear.kind,
+        title=v.manifest.get("title"),
+        summary=v.manifest.get("summary"),
+        yank_reason=v.yank_reason,
+        quarantine_reason=v.quarantine_reason,
+        review_reason=v.review_reason,
+        reviewed_at=_iso(v.reviewed_at),
+        sha256=v.sha256,
+        size=v.size,
+        manifest=v.manifest,
+        url=api,
+        download_url=f"{api}/download",
+        web_url=f"{base_url}/gears/{name}",
+    )
+    return out
+
+
+def gear_json(gear: Gear, viewer: Viewer, base_url: str) -> dict[str, Any]:
+    """A gear with the versions this viewer may see."""
+    latest = latest_public(gear)
+    visible = [v for v in sorted_versions(gear.versions) if can_see_version(viewer, v)]
+    return {
+        "name": gear.name,
+        "publisher": gear.name.split("/", 1)[0],
+        "kind": gear.kind,
+        "title": gear.title,
+        "summary": gear.summary,
+        "categories": list(gear.categories or []),
+        "latest_version": latest.version if latest else None,
+        "install_count": gear.install_count,
+        "created_at": _iso(gear.created_at),
+        "updated_at": _iso(gear.updated_at),
+        "url": f"{base_url}/api/v1/gears/{gear.name}",
+        "web_url": f"{base_url}/gears/{gear.name}",
+        "versions": [version_json(v, base_url, full=False) for v in visible],
+    }
