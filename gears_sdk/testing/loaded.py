@@ -1,0 +1,224 @@
+"""Load a gear directory in-process and call its hooks the way the engine would.
+
+:class:`LoadedGear` applies the runtime's rules around every call, so tests
+catch what production would refuse: config is the manifest's defaults merged
+with the test's values and validated against ``config_schema``; secret fields
+move to ``ctx.secrets``; the gear sees only the profile fields it declares it
+reads; a patch touching an undeclared field is refused; and arguments and
+results must survive a JSON round trip, as they do across the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from jsonschema import Draft202012Validator, FormatChecker
+
+from gears_sdk.errors import GearsError, HookError
+from gears_sdk.gear_dir import check_gear_dir
+from gears_sdk.hookspecs import get_plugin_manager
+from gears_sdk.manifest import Manifest, json_path
+from gears_sdk.permissions import filter_profile, patch_violations
+from gears_sdk.testing.fakes import FakeContext, _json_copy
+from gears_sdk.types import (
+    CheckResult,
+    ItemScore,
+    ProfilePatch,
+    RecordBatch,
+    RenderResult,
+    StreamInfo,
+    WriteResult,
+)
+
+
+def make_profile(user_id: str = "u1", attributes: dict[str, Any] | None = None,
+                 traits: dict[str, Any] | None = None,
+                 events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A profile as the engine hands it to gears (before permission filtering)."""
+    return {"id": user_id, "attributes": dict(attributes or {}), "traits": dict(traits or {}),
+            "events": list(events or []), "segments": []}
+
+
+def make_event(type: str = "view", user_id: str = "u1", *, timestamp: str | None = None,
+               **props: Any) -> dict[str, Any]:
+    """An event as the engine stores it; ``props`` become its ``properties``."""
+    ts = timestamp or datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"id": uuid.uuid4().hex, "type": type, "user_id": user_id, "timestamp": ts,
+            "properties": props}
+
+
+def config_defaults(manifest: Manifest) -> dict[str, Any]:
+    """The ``default`` of every top-level property of the config schema."""
+    props = manifest.config_schema.get("properties") or {}
+    return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+
+
+class LoadedGear:
+    """A gear loaded from its directory, with one method per hook."""
+
+    def __init__(self, path: Path, manifest: Manifest, module: ModuleType,
+                 ctx: FakeContext | None = None):
+        self.path = path
+        self.manifest = manifest
+        self.module = module
+        self.ctx = ctx or FakeContext.for_manifest(manifest)
+        self.pm: pluggy.PluginManager = get_plugin_manager(module)
+
+    def __repr__(self) -> str:
+        return f"<LoadedGear {self.manifest.name} {self.manifest.version} from {self.path}>"
+
+    # -- plumbing ---------------------------------------------------------
+
+    def config(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults merged with ``config``, validated against ``config_schema``."""
+        merged = {**config_defaults(self.manifest), **(config or {})}
+        validator = Draft202012Validator(self.manifest.config_schema,
+                                         format_checker=FormatChecker())
+        errors = sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.path)))
+        if errors:
+            lines = "\n".join(f"  - {json_path(e.absolute_path)}: {e.message}" for e in errors)
+            raise GearsError(f"the config does not fit the gear's config_schema:\n{lines}",
+                             code="invalid_config")
+        return merged
+
+    def _split_secrets(self, config: dict[str, Any], ctx: FakeContext) -> dict[str, Any]:
+        secret = set(self.manifest.secret_fields())
+        for key in secret & set(config):
+            ctx.secrets.values[key] = config[key]
+        return {k: v for k, v in config.items() if k not in secret}
+
+    def call(self, hook: str, *, config: dict[str, Any] | None = None,
+             ctx: FakeContext | None = None, **kwargs: Any) -> Any:
+        """Call ``hook`` with JSON-copied arguments; return its raw result (or ``None``)."""
+        if hook not in self.manifest.hooks:
+            raise HookError(f"{self.manifest.name} does not declare {hook} "
+                            f"(it declares {', '.join(self.manifest.hooks)})", code="hook_missing")
+        ctx = ctx or self.ctx
+        args = {k: _json_copy(v, f"the {k!r} argument") for k, v in kwargs.items()}
+        args["config"] = self._split_secrets(self.config(config), ctx)
+        results = getattr(self.pm.hook, hook)(**args, ctx=ctx)
+        result = results[0] if results else None
+        wire = result.to_dict() if hasattr(result, "to_dict") else result
+        if isinstance(wire, list):
+            wire = [r.to_dict() if hasattr(r, "to_dict") else r for r in wire]
+        try:
+            json.dumps(wire, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise HookError(f"{hook} returned a value that is not JSON-serializable: {exc}",
+                            code="result_not_json") from None
+        return result
+
+    def _profile(self, profile: dict[str, Any] | None) -> dict[str, Any]:
+        return filter_profile(profile if profile is not None else make_profile(),
+                              self.manifest.permissions.profile.read)
+
+    def _normalize(self, hook: str, cls: Any, value: Any) -> Any:
+        try:
+            return cls.from_value(value)
+        except TypeError as exc:
+            raise HookError(f"{hook} returned an invalid {cls.__name__}: {exc}",
+                            code="invalid_result") from None
+
+    # -- extension --------------------------------------------------------
+
+    def on_event(self, event: dict[str, Any], profile: dict[str, Any] | None = None,
+                 config: dict[str, Any] | None = None,
+                 ctx: FakeContext | None = None) -> ProfilePatch | None:
+        """Call ``gear_on_event``; refuse a patch outside ``permissions.profile.write``."""
+        raw = self.call("gear_on_event", event=event, profile=self._profile(profile),
+                        config=config, ctx=ctx)
+        patch: ProfilePatch | None = self._normalize("gear_on_event", ProfilePatch, raw)
+        if patch is not None:
+            write = self.manifest.permissions.profile.write
+            bad = patch_violations(patch.paths(), write)
+            if bad:
+                raise HookError(
+                    f"gear_on_event returned a patch touching {', '.join(bad)}, which gear.json "
+                    f"does not declare under permissions.profile.write "
+                    f"(declared: {', '.join(write) or 'none'}); "
+                    "the runtime refuses the whole patch",
+                    code="patch_refused")
+        return patch
+
+    def score_items(self, profile: dict[str, Any] | None, items: list[dict[str, Any]],
+                    config: dict[str, Any] | None = None,
+                    ctx: FakeContext | None = None) -> list[ItemScore] | None:
+        """Call ``gear_score_items``; ``None`` means "no opinion"."""
+        raw = self.call("gear_score_items", profile=self._profile(profile), items=items,
+                        config=config, ctx=ctx)
+        if raw is None:
+            return None
+        return [self._normalize("gear_score_items", ItemScore, s) for s in raw]
+
+    # -- template ---------------------------------------------------------
+
+    def render(self, profile: dict[str, Any] | None = None, content: dict[str, Any] | None = None,
+               config: dict[str, Any] | None = None,
+               ctx: FakeContext | None = None) -> RenderResult | None:
+        """Call ``gear_render`` with the profile filtered to what the gear may read."""
+        raw = self.call("gear_render", profile=self._profile(profile), content=content or {},
+                        config=config, ctx=ctx)
+        result: RenderResult | None = self._normalize("gear_render", RenderResult, raw)
+        return result
+
+    # -- connector --------------------------------------------------------
+
+    def check(self, config: dict[str, Any] | None = None,
+              ctx: FakeContext | None = None) -> CheckResult:
+        """Call ``gear_check``; ``None`` counts as success."""
+        raw = self.call("gear_check", config=config, ctx=ctx)
+        result: CheckResult | None = self._normalize("gear_check", CheckResult, raw)
+        return result if result is not None else CheckResult(ok=True)
+
+    def streams(self, config: dict[str, Any] | None = None,
+                ctx: FakeContext | None = None) -> list[StreamInfo]:
+        """Call ``gear_streams``."""
+        raw = self.call("gear_streams", config=config, ctx=ctx) or []
+        return [self._normalize("gear_streams", StreamInfo, s) for s in raw]
+
+    def read(self, stream: str, cursor: Any = None, config: dict[str, Any] | None = None,
+             ctx: FakeContext | None = None) -> RecordBatch:
+        """Call ``gear_read``; ``None`` is an empty batch with the cursor unchanged."""
+        raw = self.call("gear_read", stream=stream, cursor=cursor, config=config, ctx=ctx)
+        batch: RecordBatch | None = self._normalize("gear_read", RecordBatch, raw)
+        return batch if batch is not None else RecordBatch(cursor=cursor)
+
+    def write(self, stream: str, records: list[dict[str, Any]],
+              config: dict[str, Any] | None = None,
+              ctx: FakeContext | None = None) -> WriteResult:
+        """Call ``gear_write``; ``None`` means every record was written."""
+        raw = self.call("gear_write", stream=stream, records=records, config=config, ctx=ctx)
+        result: WriteResult | None = self._normalize("gear_write", WriteResult, raw)
+        return result if result is not None else WriteResult(written=len(records))
+
+    # -- lifecycle --------------------------------------------------------
+
+    def install(self, config: dict[str, Any] | None = None, ctx: FakeContext | None = None) -> None:
+        """Call ``gear_install`` if the gear declares it (a no-op otherwise, like the engine)."""
+        if "gear_install" in self.manifest.hooks:
+            self.call("gear_install", config=config, ctx=ctx)
+
+    def uninstall(self, config: dict[str, Any] | None = None,
+                  ctx: FakeContext | None = None) -> None:
+        """Call ``gear_uninstall`` if the gear declares it."""
+        if "gear_uninstall" in self.manifest.hooks:
+            self.call("gear_uninstall", config=config, ctx=ctx)
+
+
+def load_gear(path: str | Path, *, secrets: dict[str, str] | None = None) -> LoadedGear:
+    """Load the gear in directory ``path`` (or whose ``gear.json`` is ``path``).
+
+    Validates the manifest and the hooks exactly like ``gears validate``.
+    """
+    path = Path(path)
+    if path.name == "gear.json":
+        path = path.parent
+    manifest, module = check_gear_dir(path)
+    return LoadedGear(path.resolve(), manifest, module,
+                      FakeContext.for_manifest(manifest, secrets))
