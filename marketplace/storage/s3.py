@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any, BinaryIO
@@ -50,6 +51,9 @@ _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
                 ConnectionClosedError)
 _NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError)
 _HEX = frozenset("0123456789abcdef")
+
+_session_lock = threading.Lock()
+_session: boto3.session.Session | None = None
 
 
 class _MissingBucket(StorageUnavailable):
@@ -114,12 +118,16 @@ class S3BlobStore(BlobStore):
         self.description = f"{location} @ {endpoint_url}" if endpoint_url else location
 
     def _make_client(self, endpoint_url: str | None) -> Any:
-        # A session per store: boto3's default session is not thread-safe to create
-        # clients from, while a client, once built, is.
-        session = boto3.session.Session()
-        return session.client(
-            "s3", endpoint_url=endpoint_url, region_name=self._region, config=self._config
-        )
+        global _session
+        # Loading the service model is the slow part of building a client, so one
+        # session is shared; creating clients from it is not thread-safe, using
+        # them is.
+        with _session_lock:
+            if _session is None:
+                _session = boto3.session.Session()
+            return _session.client(
+                "s3", endpoint_url=endpoint_url, region_name=self._region, config=self._config
+            )
 
     # -- keys and errors -------------------------------------------------
 
