@@ -1,0 +1,168 @@
+"""The registry's exceptions and how they reach a client.
+
+Every error raised on purpose derives from :class:`MarketplaceError`: it carries
+the HTTP ``status``, a stable machine-readable ``code``, a human ``message``
+that says what to do, and for invalid input the list of ``details`` (each
+``{"path", "message", "code"}``). Under ``/api/`` every error, including
+werkzeug's own 404/405/413 and unexpected exceptions, is rendered as::
+
+    {"error": {"code": "...", "message": "...", "details": [...]}}
+
+so clients only ever parse one shape. Other paths keep HTML error pages. The
+operator CLI catches :class:`MarketplaceError` once and prints its message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+Detail = dict[str, str]
+
+
+class MarketplaceError(Exception):
+    """Base class of every error the registry raises on purpose.
+
+    ``MarketplaceError(422, "invalid_manifest", "gear.json has 2 problems", details)``
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Detail] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details: list[Detail] = list(details or [])
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class APIError(MarketplaceError):
+    """A client error with a conventional status; build one with the helpers below."""
+
+    @classmethod
+    def bad_request(cls, message: str, *, code: str = "bad_request",
+                    details: list[Detail] | None = None) -> APIError:
+        return cls(400, code, message, details)
+
+    @classmethod
+    def unauthorized(cls, message: str = "a valid API token is required",
+                     *, code: str = "unauthorized", error: str | None = None) -> APIError:
+        """401 with the ``WWW-Authenticate: Bearer`` challenge clients expect (RFC 6750)."""
+        challenge = 'Bearer realm="gears"'
+        if error:
+            challenge += f', error="{error}"'
+        return cls(401, code, message, headers={"WWW-Authenticate": challenge})
+
+    @classmethod
+    def forbidden(cls, message: str, *, code: str = "forbidden") -> APIError:
+        return cls(403, code, message)
+
+    @classmethod
+    def not_found(cls, message: str, *, code: str = "not_found") -> APIError:
+        return cls(404, code, message)
+
+    @classmethod
+    def conflict(cls, message: str, *, code: str = "conflict") -> APIError:
+        return cls(409, code, message)
+
+    @classmethod
+    def unprocessable(cls, message: str, *, code: str = "invalid",
+                      details: list[Detail] | None = None) -> APIError:
+        return cls(422, code, message, details)
+
+
+class ValidationError(MarketplaceError, ValueError):
+    """Invalid input (a name, an email, a scope). Also a ``ValueError`` so plain
+    Python callers can catch it without knowing the registry's hierarchy."""
+
+    def __init__(self, message: str, *, path: str = "$", code: str = "invalid") -> None:
+        super().__init__(422, code, message, [{"path": path, "message": message, "code": code}])
+
+
+bad_request = APIError.bad_request
+unauthorized = APIError.unauthorized
+forbidden = APIError.forbidden
+not_found = APIError.not_found
+conflict = APIError.conflict
+unprocessable = APIError.unprocessable
+
+#: Codes for werkzeug's own errors, so clients can rely on them like ours.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "too_many_requests",
+}
+
+
+def is_api_request() -> bool:
+    """Whether the current request should get JSON errors."""
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def _render(status: int, code: str, message: str, details: list[Detail],
+            headers: dict[str, str] | None = None) -> Response:
+    if is_api_request():
+        resp = jsonify({"error": {"code": code, "message": message, "details": details}})
+    else:
+        html = render_template("errors/error.html", status=status, code=code, message=message,
+                               details=details)
+        resp = Response(html, mimetype="text/html")
+    resp.status_code = status
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+def handle_marketplace_error(exc: MarketplaceError) -> Response:
+    if exc.status >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return _render(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "http_error" if status < 500 else "internal_error")
+    message = exc.description or exc.name
+    # Keep werkzeug's own headers (Allow on 405, WWW-Authenticate on 401), not its body type.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return _render(status, code, message, [], headers)
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    # The traceback goes to the log, never to the client: it may hold secrets.
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _render(500, "internal_error",
+                   "the server hit an unexpected error; it has been logged", [])
+
+
+def init_app(app: Flask) -> None:
+    """Install the handlers that give every error its JSON or HTML shape."""
+    app.register_error_handler(MarketplaceError, handle_marketplace_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)
