@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import IO, BinaryIO
 from urllib.parse import quote
 
 from .errors import BlobNotFound, IntegrityError, InvalidDigest
@@ -66,7 +66,7 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def hash_into(data: bytes | BinaryIO, sink: BinaryIO | None = None) -> tuple[str, int]:
+def hash_into(data: bytes | IO[bytes], sink: IO[bytes] | None = None) -> tuple[str, int]:
     """Hash ``data`` (copying it into ``sink`` when given); return ``(sha256, size)``."""
     digest = hashlib.sha256()
     size = 0
@@ -117,7 +117,7 @@ class BlobStore(abc.ABC):
     description: str
 
     @abc.abstractmethod
-    def put(self, sha256: str, data: bytes | BinaryIO) -> None:
+    def put(self, sha256: str, data: bytes | IO[bytes]) -> None:
         """Store ``data`` under ``sha256`` atomically, verifying the hash while writing."""
 
     @abc.abstractmethod

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from .base import BlobInfo, BlobStore, check_digest, hash_into, validate_sha256
 from .errors import BlobNotFound, StorageUnavailable
@@ -67,7 +67,7 @@ class LocalBlobStore(BlobStore):
 
     # -- writing ---------------------------------------------------------
 
-    def put(self, sha256: str, data: bytes | BinaryIO) -> None:
+    def put(self, sha256: str, data: bytes | IO[bytes]) -> None:
         target = self.path_for(sha256)
         if not self.root.is_dir():
             raise StorageUnavailable(

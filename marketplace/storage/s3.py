@@ -8,7 +8,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -192,7 +192,7 @@ class S3BlobStore(BlobStore):
 
     # -- writing ---------------------------------------------------------
 
-    def put(self, sha256: str, data: bytes | BinaryIO) -> None:
+    def put(self, sha256: str, data: bytes | IO[bytes]) -> None:
         key = self.key_for(sha256)
         # Hash before anything goes over the wire, so a wrong digest leaves nothing
         # behind; the checksums sent with the request make the store verify the

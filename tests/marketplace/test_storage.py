@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from botocore.config import Config
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from marketplace.storage import (
     BlobInfo,
@@ -254,7 +255,7 @@ def test_local_put_failure_from_the_source_leaves_nothing(tmp_path: Path) -> Non
         def readable(self) -> bool:
             return True
 
-        def readinto(self, buffer):  # type: ignore[no-untyped-def]
+        def readinto(self, buffer: object) -> int:
             raise RuntimeError("client went away")
 
     with pytest.raises(RuntimeError):
@@ -342,6 +343,34 @@ def test_s3_default_config_is_bounded() -> None:
     assert config.connect_timeout <= 10 and config.read_timeout <= 60
     assert config.retries["mode"] == "standard"
     assert config.s3["addressing_style"] == "path"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "code", "hint"),
+    [
+        (ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"), BlobNotFound, "not_found",
+         SHA),
+        (ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}},
+                     "PutObject"), StorageUnavailable, "storage_unavailable", "credentials"),
+        (ClientError({"Error": {"Code": "NoSuchBucket"}}, "PutObject"), StorageUnavailable,
+         "storage_unavailable", "marketplace init"),
+        (ClientError({"Error": {"Code": "BadDigest"}}, "PutObject"), IntegrityError,
+         "integrity_error", "nothing was stored"),
+        (ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your request rate"}},
+                     "PutObject"), StorageError, "storage_error", "Reduce your request rate"),
+        (NoCredentialsError(), StorageUnavailable, "storage_unavailable", "AWS_ACCESS_KEY_ID"),
+    ],
+)
+def test_s3_error_translation(
+    raised: Exception, expected: type[StorageError], code: str, hint: str
+) -> None:
+    store = S3BlobStore("gears", endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(expected) as excinfo, store._errors(SHA):
+        raise raised
+    assert isinstance(excinfo.value, expected)
+    assert not isinstance(excinfo.value, BlobNotFound) or expected is BlobNotFound
+    assert excinfo.value.code == code
+    assert hint in excinfo.value.message
 
 
 def test_s3_missing_bucket(s3_server: str) -> None:
