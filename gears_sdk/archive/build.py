@@ -127,6 +127,10 @@ def _check_declared(manifest: Manifest, files: list[str]) -> None:
 
 
 def _check_source_file(path: Path, name: str, limits: ArchiveLimits) -> int:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise refuse("invalid_name", name, "the file name is not valid UTF-8") from None
     st = path.lstat()
     if stat.S_ISLNK(st.st_mode):
         raise refuse("link", name, "symbolic links cannot be packed; copy the file instead")

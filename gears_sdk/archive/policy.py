@@ -40,10 +40,11 @@ def refuse(code: str, member: str, message: str) -> ArchiveError:
     return ArchiveError(code, f"{quote(member)}: {message}", member=member)
 
 
-def quote(name: str) -> str:
-    """``name`` as an ASCII-safe literal, so control and bidi characters in a
-    hostile name cannot garble the message that reports it."""
-    return ascii(name)
+def quote(name: str, limit: int = 120) -> str:
+    """``name`` as a short ASCII-safe literal, so control and bidi characters
+    in a hostile name cannot garble the message that reports it."""
+    text = ascii(name)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def check_name(name: str, limits: ArchiveLimits) -> list[str]:

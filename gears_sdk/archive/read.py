@@ -146,12 +146,17 @@ def _load(source: bytes | Path | str | BinaryIO, cap: int) -> bytes:
 
 
 def _read_capped(fh: BinaryIO | io.BufferedReader, cap: int, too_large: ArchiveError) -> bytes:
-    data = fh.read(cap + 1)
-    if not isinstance(data, bytes):
-        raise TypeError("read_archive needs a binary file object")
-    if len(data) > cap:
+    buf = bytearray()
+    while len(buf) <= cap:
+        chunk = fh.read(cap + 1 - len(buf))
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise TypeError("read_archive needs a binary file object")
+        if not chunk:
+            break
+        buf += chunk
+    if len(buf) > cap:
         raise too_large
-    return data
+    return bytes(buf)
 
 
 def _check_entry(e: zf.Entry, limits: ArchiveLimits) -> bool:
