@@ -61,6 +61,8 @@ def import_entrypoint(gear_dir: str | Path, entrypoint: str) -> ModuleType:
         del sys.modules[key]
     sys.path.insert(0, str(gear_dir))
     importlib.invalidate_caches()
+    # validating must not leave __pycache__ directories in the author's source tree
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         module = importlib.import_module(entrypoint)
     except Exception as exc:
@@ -69,6 +71,7 @@ def import_entrypoint(gear_dir: str | Path, entrypoint: str) -> ModuleType:
             code="entrypoint_import_failed",
         ) from exc
     finally:
+        sys.dont_write_bytecode = dont_write
         try:
             sys.path.remove(str(gear_dir))
         except ValueError:
