@@ -167,6 +167,12 @@ def _check_entry(e: zf.Entry, limits: ArchiveLimits) -> bool:
     if e.method not in (zf.STORED, zf.DEFLATED):
         raise refuse("unsupported_compression", name, f"compression method {e.method} is not "
                      "supported; use deflate or none")
+    if e.flags & ~zf.KNOWN_FLAGS & 0xFFFF:
+        raise refuse("unsupported_zip_feature", name, f"it uses zip features (flags "
+                     f"0x{e.flags:04x}) beyond plain deflate")
+    if e.version_needed > zf.MAX_VERSION_NEEDED:
+        raise refuse("unsupported_zip_feature", name, f"it needs zip version "
+                     f"{e.version_needed / 10:.1f} to extract")
     if e.disk_start:
         raise refuse("unsupported_zip_feature", name, "multi-disk archives are not supported")
     if 0xFFFFFFFF in (e.compress_size, e.file_size, e.header_offset):

@@ -37,8 +37,14 @@ FLAG_DESCRIPTOR = 0x0008
 FLAG_STRONG_ENCRYPTION = 0x0040
 FLAG_UTF8 = 0x0800
 FLAG_MASKED_HEADERS = 0x2000
-#: Flag bits that change how a member is read; local and central must agree.
-_SIGNIFICANT_FLAGS = FLAG_ENCRYPTED | FLAG_DESCRIPTOR | FLAG_UTF8
+#: Flag bits a plain deflated or stored member may carry: 1 and 2 only hint
+#: at the deflate level. Anything else (patched data, enhanced deflate,
+#: reserved bits) is a feature this reader does not speak.
+KNOWN_FLAGS = 0x0002 | 0x0004 | FLAG_DESCRIPTOR | FLAG_UTF8
+#: Flag bits local and central records must agree on.
+_SIGNIFICANT_FLAGS = 0xFFFF & ~0x0006
+#: "Version needed to extract" above this (6.3, as zipfile) means features we refuse.
+MAX_VERSION_NEEDED = 63
 EXTRA_ZIP64 = 0x0001
 #: Info-ZIP "Unicode path" and "Unicode comment" extras: some tools replace
 #: the member's name with them, so the same member has two names.
@@ -50,6 +56,7 @@ class Entry:
     """One central directory entry, as recorded."""
 
     index: int
+    version_needed: int
     raw_name: bytes
     name: str
     flags: int
@@ -130,7 +137,7 @@ def read_central_directory(data: bytes, max_files: int) -> tuple[list[Entry], in
 def _parse_central_entry(data: bytes, p: int, end: int, index: int) -> tuple[Entry, int]:
     if p + CENTRAL.size > end or data[p:p + 4] != CENTRAL_SIG:
         raise corrupt(f"central directory entry {index} is damaged")
-    (_, made_by, _, flags, method, _, _, crc, csize, usize, n_len, e_len, c_len,
+    (_, made_by, needed, flags, method, _, _, crc, csize, usize, n_len, e_len, c_len,
      disk_start, _, ext_attr, offset) = CENTRAL.unpack_from(data, p)
     name_at = p + CENTRAL.size
     nxt = name_at + n_len + e_len + c_len
@@ -139,7 +146,8 @@ def _parse_central_entry(data: bytes, p: int, end: int, index: int) -> tuple[Ent
     raw_name = data[name_at:name_at + n_len]
     extra = data[name_at + n_len:name_at + n_len + e_len]
     entry = Entry(
-        index=index, raw_name=raw_name, name=decode_name(raw_name, flags), flags=flags,
+        index=index, version_needed=needed & 0xFF, raw_name=raw_name,
+        name=decode_name(raw_name, flags), flags=flags,
         method=method, crc=crc, compress_size=csize, file_size=usize, header_offset=offset,
         create_system=made_by >> 8, external_attr=ext_attr, disk_start=disk_start, extra=extra,
     )
@@ -223,13 +231,15 @@ def _check_local(data: bytes, e: Entry, limit: int) -> tuple[int, int]:
     off = e.header_offset
     if off + LOCAL.size > limit or data[off:off + 4] != LOCAL_SIG:
         raise _mismatch(e, "there is no local header where the central directory says")
-    (_, _, flags, method, _, _, crc, csize, usize, n_len, e_len) = LOCAL.unpack_from(data, off)
+    (_, needed, flags, method, _, _, crc, csize, usize, n_len, e_len) = LOCAL.unpack_from(data, off)
     name_at = off + LOCAL.size
     start = name_at + n_len + e_len
     if data[name_at:name_at + n_len] != e.raw_name:
         raise _mismatch(e, "the local header names a different file")
     if (flags & _SIGNIFICANT_FLAGS) != (e.flags & _SIGNIFICANT_FLAGS) or method != e.method:
         raise _mismatch(e, "the local header's flags or compression method differ")
+    if needed & 0xFF > MAX_VERSION_NEEDED:
+        raise _mismatch(e, "the local header needs a newer zip version than its central entry")
     recorded = (e.crc, e.compress_size, e.file_size)
     local = (crc, csize, usize)
     if local != recorded and not (flags & FLAG_DESCRIPTOR and local == (0, 0, 0)):

@@ -74,6 +74,7 @@ class Member:
     extra: bytes = b""
     local_extra: bytes = b""
     disk_start: int = 0
+    version_needed: int = 20
     descriptor: bool = False
     header_offset: int | None = None  # central offset; default: where the local header is
     write_local: bool = True
@@ -135,7 +136,8 @@ def make_zip(
             if m.descriptor:
                 out += b"PK\x07\x08" + struct.pack("<3L", crc, csize, usize)
         hdr = offset if m.header_offset is None else m.header_offset
-        central += CENTRAL.pack(b"PK\x01\x02", (m.create_system << 8) | 20, 20, flags, m.method,
+        central += CENTRAL.pack(b"PK\x01\x02", (m.create_system << 8) | 20, m.version_needed,
+                                flags, m.method,
                                 0, DOS_DATE_1980, crc, csize, usize, len(name), len(m.extra), 0,
                                 m.disk_start, 0, m.external_attr, hdr)
         central += name + m.extra

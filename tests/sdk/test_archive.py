@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import stat
 import struct
 import warnings
@@ -88,6 +89,8 @@ CASES: list[Case] = [
         Member("nice.txt", b"hi", extra=extra_field(0x7075, b"\x01\x00\x00\x00\x00../x.py"))),
      None),
     ("unsupported_zip_feature", lambda: gear_zip(eocd={"cd_offset": 0xFFFFFFFF}), None),
+    ("unsupported_zip_feature", lambda: gear_zip(Member("p.txt", b"x", flags=0x20)), None),
+    ("unsupported_zip_feature", lambda: gear_zip(Member("v.txt", b"x", version_needed=99)), None),
     ("prepended_data", lambda: gear_zip(prepend=b"#!/bin/sh\nexit 0\n"), None),
     ("prepended_data", _sfx_fixed_offsets, None),
     ("trailing_data", lambda: gear_zip(append=b"hidden payload"), None),
@@ -398,3 +401,28 @@ def test_dotted_entrypoint_maps_to_directories(gear_dir: Path) -> None:
 def test_manifest_fields_are_the_ones_the_test_gear_uses() -> None:
     assert MANIFEST["kind"] == "template" and MANIFEST["hooks"] == ["gear_render"]
     assert deflate(b"") and read_archive(gear_zip()).names == ("gear.json", "hello.py")
+
+
+def test_archives_from_plain_zipfile_are_accepted() -> None:
+    archive = read_archive(zipfile_zip([*valid_members(), ("pkg/data.json", b"{}")]))
+    assert archive.names == ("gear.json", "hello.py", "pkg/data.json")
+
+
+def test_damaged_archives_only_ever_raise_archive_error() -> None:
+    """Random byte flips and truncations: refused with a code, never a crash."""
+    rng = random.Random(20240501)
+    good = gear_zip(Member("notes.txt", b"some text " * 20), Member("raw.txt", b"x", method=0))
+    codes = set()
+    for _ in range(1500):
+        data = bytearray(good)
+        if rng.random() < 0.2:
+            data = data[: rng.randrange(len(data))]
+        for _ in range(rng.randint(1, 4)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            read_archive(bytes(data))
+        except ArchiveError as exc:
+            assert exc.code in REASON_CODES
+            codes.add(exc.code)
+    assert {"not_a_zip", "header_mismatch", "crc_mismatch"} <= codes
