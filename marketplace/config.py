@@ -127,7 +127,7 @@ def secret_key(instance: Path) -> str:
         key = path.read_text().strip()
         if key:
             return key
-    instance.mkdir(parents=True, exist_ok=True)
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     # O_EXCL: when two processes race, the loser reads the winner's key.
     try:

@@ -1,0 +1,310 @@
+"""``marketplace``: the operator CLI.
+
+Thin commands over the service functions. Settings are resolved exactly as
+the server resolves them (:func:`marketplace.create_app`). Errors the user can
+fix print ``error: …`` on stderr and exit with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from typing import Any
+
+import click
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from marketplace.errors import MarketplaceError
+from marketplace.storage import StorageError
+
+DEFAULT_ADMIN_EMAIL = "admin@gears.local"
+
+
+class CLIError(click.ClickException):
+    """A user-facing failure, shown as ``error: <message>``."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class MarketplaceGroup(click.Group):
+    """Turns the registry's own exceptions into :class:`CLIError` in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MarketplaceError as exc:
+            raise CLIError(exc.message) from None
+        except StorageError as exc:
+            raise CLIError(f"storage: {exc.message}") from None
+        except OperationalError as exc:
+            raise CLIError(f"cannot use the database: {exc.orig or exc}") from None
+
+
+def get_app(ctx: click.Context) -> Flask:
+    """The app whose settings the command uses: the one passed as ``obj`` (tests), else a
+    new one built from the environment like the server's."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Flask):
+        from marketplace import create_app
+
+        root.obj = create_app()
+    return root.obj
+
+
+def _db_label(app: Flask) -> str:
+    return make_url(app.config["DATABASE_URL"]).render_as_string(hide_password=True)
+
+
+@click.group(cls=MarketplaceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Operate a Gears registry: set it up, serve it, manage accounts and storage."""
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create or migrate the database, prepare storage and make sure an admin exists.
+
+    Safe to run again: it only does what is missing. The first admin comes from
+    GEARS_ADMIN_EMAIL / GEARS_ADMIN_PASSWORD; without them, when no admin exists,
+    admin@gears.local is created with a generated password printed once.
+    """
+    from marketplace import db
+    from marketplace.blobs import get_blob_store
+
+    app = get_app(ctx)
+    changes: list[str] = []
+    before, head = db.current_revision(app), db.head_revision(app)
+    if before != head:
+        db.upgrade(app)
+        what = "created" if before is None else f"migrated from {before}"
+        changes.append(f"database {_db_label(app)}: {what} (revision {head})")
+    store = get_blob_store(app)
+    store.ensure()
+    store.check()
+    with db.session_scope(app) as session:
+        admin_line = _ensure_admin(session)
+    if admin_line:
+        changes.append(admin_line)
+    if not changes:
+        click.echo(f"Everything is already initialized: database {_db_label(app)} at revision "
+                   f"{head}, storage {store.description}, an admin exists.")
+        return
+    for line in changes:
+        click.echo(line)
+    click.echo(f"storage {store.description}: ready")
+
+
+def _ensure_admin(session: Any) -> str | None:
+    from marketplace.accounts import service
+    from marketplace.demo import new_password
+    from marketplace.models import Role, User
+
+    email = os.environ.get("GEARS_ADMIN_EMAIL", "").strip()
+    password = os.environ.get("GEARS_ADMIN_PASSWORD") or None
+    if email:
+        user = service.get_user(session, email)
+        if user is not None:
+            if user.role is not Role.admin:
+                raise CLIError(f"GEARS_ADMIN_EMAIL names {user.email}, who is a "
+                               f"{user.role.value}, not an admin")
+            return None
+    elif session.scalar(select(User.id).where(User.role == Role.admin).limit(1)) is not None:
+        return None
+    email = email or DEFAULT_ADMIN_EMAIL
+    shown = password is None
+    password = password or new_password()
+    user = service.create_user(session, email, Role.admin, password)
+    if shown:
+        return (f"admin {user.email}: created with password {password}\n"
+                "  (shown only this once: keep it somewhere safe)")
+    return f"admin {user.email}: created with the password from GEARS_ADMIN_PASSWORD"
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes [default: 2 per CPU, 2 to 8].")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Threads per worker.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int) -> None:
+    """Serve the registry with gunicorn."""
+    from marketplace import db
+    from marketplace.server import serve as run_server
+
+    app = get_app(ctx)
+    current, head = db.current_revision(app), db.head_revision(app)
+    if current is None:
+        raise CLIError(f"the database {_db_label(app)} is not initialized; "
+                       "run `marketplace init` first")
+    if current != head:
+        raise CLIError(f"the database {_db_label(app)} is at revision {current} but this "
+                       f"version needs {head}; run `marketplace db upgrade` first")
+    click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)})", err=True)
+    run_server(app, host=host, port=port, workers=workers, threads=threads)
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply the schema migrations."""
+    from marketplace import db
+
+    app = get_app(ctx)
+    before = db.current_revision(app)
+    db.upgrade(app, revision)
+    after = db.current_revision(app)
+    if before == after:
+        click.echo(f"database {_db_label(app)} already at revision {after}")
+    else:
+        click.echo(f"database {_db_label(app)}: {before or 'empty'} -> {after}")
+
+
+@db_group.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Show the database's schema revision and the newest one available."""
+    from marketplace import db
+
+    app = get_app(ctx)
+    click.echo(f"current: {db.current_revision(app) or 'none'}\nhead: {db.head_revision(app)}")
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+@main.command("create-user")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["admin", "developer", "business"]))
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input.")
+@click.option("--display-name", default=None)
+@click.pass_context
+def create_user(ctx: click.Context, email: str, role: str, password_stdin: bool,
+                display_name: str | None) -> None:
+    """Create a user (without --password-stdin the user can only use API tokens)."""
+    from marketplace.accounts import service
+    from marketplace.db import session_scope
+
+    password = None
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        if not password:
+            raise CLIError("--password-stdin given but standard input held no password")
+    with session_scope(get_app(ctx)) as session:
+        user = service.create_user(session, email, role, password, display_name=display_name)
+        click.echo(f"created {user.role.value} {user.email}")
+
+
+@main.command("create-publisher")
+@click.argument("name")
+@click.option("--owner", "owner_email", required=True, help="Email of the owning developer.")
+@click.option("--display-name", default=None)
+@click.pass_context
+def create_publisher(ctx: click.Context, name: str, owner_email: str,
+                     display_name: str | None) -> None:
+    """Create a publisher namespace owned by an existing user."""
+    from marketplace.accounts import service
+    from marketplace.db import session_scope
+
+    with session_scope(get_app(ctx)) as session:
+        service.create_publisher(session, name, owner_email, display_name=display_name)
+        click.echo(f"created publisher {name} owned by {owner_email.strip().lower()}")
+
+
+@main.command("create-workspace")
+@click.argument("name")
+@click.option("--member", "member_email", required=True, help="Email of the first member.")
+@click.option("--display-name", default=None)
+@click.pass_context
+def create_workspace(ctx: click.Context, name: str, member_email: str,
+                     display_name: str | None) -> None:
+    """Create a workspace with an existing user as its owner."""
+    from marketplace.accounts import service
+    from marketplace.db import session_scope
+
+    with session_scope(get_app(ctx)) as session:
+        service.create_workspace(session, name, member_email, display_name=display_name)
+        click.echo(f"created workspace {name} with member {member_email.strip().lower()}")
+
+
+@main.command("create-token")
+@click.argument("email")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="read, admin, publish:<publisher> or workspace:<workspace>; repeatable.")
+@click.option("--expires-days", type=click.IntRange(min=1), default=None)
+@click.option("--name", default="cli", show_default=True, help="A label to recognize it by.")
+@click.pass_context
+def create_token(ctx: click.Context, email: str, scopes: tuple[str, ...],
+                 expires_days: int | None, name: str) -> None:
+    """Create an API token; prints only the token, so it can be captured by scripts."""
+    from marketplace.accounts import service, tokens
+    from marketplace.db import session_scope
+
+    with session_scope(get_app(ctx)) as session:
+        user = service.require_user(session, email)
+        plaintext, _ = tokens.create_token(session, user, scopes, name=name,
+                                           expires_days=expires_days)
+    click.echo(plaintext)
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="Leave blobs written more recently than this alone.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.pass_context
+def gc(ctx: click.Context, grace_hours: float, dry_run: bool) -> None:
+    """Delete stored blobs that no gear version references."""
+    from marketplace.blobs import get_blob_store
+    from marketplace.db import session_scope
+    from marketplace.maintenance import collect_garbage
+
+    app = get_app(ctx)
+    with session_scope(app) as session:
+        removed = collect_garbage(session, get_blob_store(app),
+                                  grace=timedelta(hours=grace_hours), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for blob in removed:
+        click.echo(f"{verb} {blob.sha256} ({blob.size} bytes, written "
+                   f"{blob.modified.isoformat(timespec='seconds')})")
+    total = sum(b.size for b in removed)
+    click.echo(f"{verb} {len(removed)} unreferenced blob{'s' if len(removed) != 1 else ''} "
+               f"({total} bytes)")
+
+
+@main.command("seed-demo")
+@click.pass_context
+def seed_demo(ctx: click.Context) -> None:
+    """Create demo accounts (dev@gears.local, biz@gears.local, publisher acme, workspace demo)."""
+    from marketplace.db import session_scope
+    from marketplace.demo import seed_demo as seed
+
+    with session_scope(get_app(ctx)) as session:
+        lines = seed(session)
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo("demo data already present")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
