@@ -9,7 +9,7 @@ from gears_sdk.manifest import MAX_MANIFEST_BYTES
 
 #: The ``.gear`` file itself; larger inputs are refused before they are parsed.
 MAX_ARCHIVE_BYTES = 16 * 1024 * 1024
-#: Members (files; directory entries are not counted).
+#: Entries in the archive (directory entries count too).
 MAX_FILES = 1000
 #: Uncompressed size of one member.
 MAX_MEMBER_BYTES = 8 * 1024 * 1024
