@@ -114,12 +114,12 @@ def _print_version(v: dict[str, Any]) -> None:
         status = f"{status}, QUARANTINED"
     if v.get("yanked"):
         status = f"{status}, yanked" + (f" ({v['yank_reason']})" if v.get("yank_reason") else "")
-    click.echo(f"  status:      {status}")
+    click.echo(f"  status:       {status}")
     if v.get("review_reason"):
-        click.echo(f"  review:      {v['review_reason']}")
+        click.echo(f"  review:       {v['review_reason']}")
     for key in ("summary", "created_at", "sha256", "size", "web_url", "download_url"):
         if v.get(key) not in (None, ""):
-            click.echo(f"  {key + ':':<12} {v[key]}")
+            click.echo(f"  {key + ':':<13} {v[key]}")
     findings = v.get("findings") or []
     if findings:
         click.echo(f"findings ({len(findings)}):")
