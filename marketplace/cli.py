@@ -204,7 +204,7 @@ def create_user(ctx: click.Context, email: str, role: str, password_stdin: bool,
 
     password = None
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise CLIError("--password-stdin given but standard input held no password")
     with session_scope(get_app(ctx)) as session:

@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.app",
     "tests.fixtures.s3",
 ]

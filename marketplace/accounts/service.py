@@ -111,11 +111,19 @@ def _membership(session: Session, publisher: Publisher, user: User) -> Publisher
     return session.get(PublisherMember, (publisher.id, user.id))
 
 
+def _check_can_publish(user: User) -> None:
+    if user.role is Role.business:
+        raise APIError.unprocessable(
+            f"{user.email} is a business user; only developers and admins can join a publisher",
+            code="wrong_role")
+
+
 def create_publisher(session: Session, name: str, owner_email: str, *,
                      display_name: str | None = None, actor: User | None = None) -> Publisher:
     """Create the publisher namespace ``name`` owned by an existing developer or admin."""
     validate_name(name, what="publisher name")
     owner = require_user(session, owner_email)
+    _check_can_publish(owner)
     if get_publisher(session, name) is not None:
         raise APIError.conflict(f"the publisher {name} already exists", code="publisher_exists")
     publisher = Publisher(name=name, display_name=display_name)
@@ -133,10 +141,7 @@ def add_publisher_member(session: Session, publisher: Publisher, user: User,
     if role not in MEMBER_ROLES:
         raise ValidationError(f"unknown member role {role!r}: use owner or member",
                               path="$.role", code="invalid_role")
-    if user.role is Role.business:
-        raise APIError.unprocessable(
-            f"{user.email} is a business user; only developers and admins can join a publisher",
-            code="wrong_role")
+    _check_can_publish(user)
     member = _membership(session, publisher, user)
     if member is not None:
         if member.role == role:
