@@ -103,7 +103,7 @@ class LoadedGear:
         args = {k: _json_copy(v, f"the {k!r} argument") for k, v in kwargs.items()}
         args["config"] = self._split_secrets(self.config(config), ctx)
         results = getattr(self.pm.hook, hook)(**args, ctx=ctx)
-        result = results[0] if results else None
+        result: Any = results[0] if results else None
         wire = result.to_dict() if hasattr(result, "to_dict") else result
         if isinstance(wire, list):
             wire = [r.to_dict() if hasattr(r, "to_dict") else r for r in wire]
