@@ -133,7 +133,7 @@ def parse_range(text: str) -> Range:
 def is_valid_range(text: object) -> bool:
     """True when ``text`` parses as a range."""
     try:
-        parse_range(text)  # type: ignore[arg-type]
+        parse_range(text)  # type: ignore[arg-type,unused-ignore]
     except RangeError:
         return False
     return True

@@ -6,6 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    from marketplace import openapi
     from marketplace.registry.api import bp
 
     app.register_blueprint(bp)
+    openapi.init_app(app)

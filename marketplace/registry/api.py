@@ -7,30 +7,18 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, send_file
 
 from marketplace.auth import current_token, current_user
+from marketplace.blobs import get_blob_store as get_store
 from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
 from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
 from marketplace.registry.queries import KINDS, MAX_PER_PAGE, SearchQuery, Viewer
-from marketplace.storage import BlobNotFound, BlobStore, StorageError, open_blob_store
+from marketplace.storage import BlobNotFound, StorageError
 
 bp = Blueprint("registry_api", __name__, url_prefix="/api/v1")
 
 ARCHIVE_MIMETYPE = "application/vnd.gears.gear+zip"
-
-
-def get_store() -> BlobStore:
-    """The app's blob store, opened once from its settings."""
-    ext = current_app.extensions
-    if "gears_storage" not in ext:
-        cfg = current_app.config
-        ext["gears_storage"] = open_blob_store(
-            cfg["STORAGE_URL"], s3_endpoint_url=cfg.get("S3_ENDPOINT_URL"),
-            s3_region=cfg.get("S3_REGION"),
-        )
-    store: BlobStore = ext["gears_storage"]
-    return store
 
 
 def base_url() -> str:

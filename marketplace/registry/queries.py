@@ -63,7 +63,7 @@ def latest_public(gear: Gear) -> GearVersion | None:
     return next((v for v in sorted_versions(gear.versions) if is_public(v)), None)
 
 
-def _public_gear_ids() -> Select[tuple[int]]:
+def _public_gear_ids() -> Select[Any]:
     return select(GearVersion.gear_id).where(
         GearVersion.status == VersionStatus.approved,
         GearVersion.yanked.is_(False),
