@@ -268,7 +268,7 @@ def registry(archive):
                 self.send(404, body, {"Content-Type": "application/json"})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield {"url": f"http://127.0.0.1:{server.server_address[1]}", "seen": seen,
            "sha": digest}

@@ -175,26 +175,10 @@ def test_dependency_cycle_terminates():
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def db_session(tmp_path):
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
-
-    import marketplace.models  # noqa: F401  (registers the tables)
-    from marketplace.db import Base
-
-    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
-
-
-def add_versions(session, name: str, rows: list[dict]) -> None:
-    from marketplace.models import Gear, GearVersion, Publisher, VersionStatus
+def add_versions(session, publisher, name: str, rows: list[dict]) -> None:
+    from marketplace.models import Gear, GearVersion, VersionStatus
     from tests.fixtures.gears import gear_manifest
 
-    publisher = Publisher(name=name.split("/")[0])
     gear = Gear(name=name, publisher=publisher, kind="template", title=name, summary="")
     session.add(gear)
     for i, row in enumerate(rows):
@@ -206,10 +190,10 @@ def add_versions(session, name: str, rows: list[dict]) -> None:
     session.commit()
 
 
-def test_db_source_offers_only_approved_unquarantined_unyanked(db_session):
+def test_db_source_offers_only_approved_unquarantined_unyanked(session, make_publisher):
     from marketplace.models import VersionStatus
 
-    add_versions(db_session, "acme/a", [
+    add_versions(session, make_publisher(name="acme"), "acme/a", [
         {"version": "1.0.0"},
         {"version": "1.1.0", "yanked": True},
         {"version": "1.2.0", "quarantined": True},
@@ -218,7 +202,7 @@ def test_db_source_offers_only_approved_unquarantined_unyanked(db_session):
         {"version": "0.9.0", "manifest": {"requires": {"acme/b": "^1.0.0"},
                                           "engine": ">=1.0.0"}},
     ])
-    src = DbCandidateSource(db_session)
+    src = DbCandidateSource(session)
     got = {str(c.version): c for c in src.versions("acme/a")}
     assert set(got) == {"1.0.0", "0.9.0"}
     assert got["0.9.0"].requires == {"acme/b": parse_range("^1.0.0")}
@@ -226,21 +210,21 @@ def test_db_source_offers_only_approved_unquarantined_unyanked(db_session):
     assert versions(resolve([("acme/a", "^1.0.0")], src)) == {"acme/a": "1.0.0"}
 
     # An installed, since yanked version stays usable when allowed and pinned.
-    kept = DbCandidateSource(db_session, allow_versions={"acme/a": ["1.1.0"]})
+    kept = DbCandidateSource(session, allow_versions={"acme/a": ["1.1.0"]})
     assert versions(resolve([("acme/a", "1.1.0")], kept)) == {"acme/a": "1.1.0"}
     assert versions(resolve([("acme/a", "^1.0.0")], kept)) == {"acme/a": "1.0.0"}
     # Quarantine wins over a pin.
     with pytest.raises(ResolutionError):
         resolve([("acme/a", "1.2.0")], DbCandidateSource(
-            db_session, allow_versions={"acme/a": ["1.2.0"]}))
+            session, allow_versions={"acme/a": ["1.2.0"]}))
 
 
-def test_db_source_explains_unknown_and_unavailable_gears(db_session):
+def test_db_source_explains_unknown_and_unavailable_gears(session, make_publisher):
     from marketplace.models import VersionStatus
 
-    add_versions(db_session, "acme/pending", [{"version": "1.0.0",
-                                                "status": VersionStatus.pending}])
-    src = DbCandidateSource(db_session)
+    add_versions(session, make_publisher(name="acme"), "acme/pending",
+                 [{"version": "1.0.0", "status": VersionStatus.pending}])
+    src = DbCandidateSource(session)
     with pytest.raises(ResolutionError) as err:
         resolve([("acme/ghost", "*")], src)
     assert "there is no gear named acme/ghost" in str(err.value)
