@@ -33,7 +33,7 @@ def get_blob_store(app: Flask | None = None) -> BlobStore:
     store = app.extensions.get(EXTENSION_KEY)
     if store is None:
         store = app.extensions[EXTENSION_KEY] = open_from_config(app)
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 def init_app(app: Flask) -> None:

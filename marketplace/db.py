@@ -136,7 +136,7 @@ def init_app(app: Flask) -> None:
 def database(app: Flask | None = None) -> Database:
     """The app's :class:`Database` (the current app when none is given)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    return app.extensions["gears_db"]  # type: ignore[no-any-return]
+    return app.extensions["gears_db"]
 
 
 def get_session() -> Session:

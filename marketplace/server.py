@@ -24,7 +24,7 @@ def default_workers() -> int:
     return max(2, min(8, (os.cpu_count() or 1) * 2))
 
 
-class GearsServer(BaseApplication):  # type: ignore[misc]
+class GearsServer(BaseApplication):
     """A gunicorn application serving an already-built Flask app."""
 
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
