@@ -249,8 +249,20 @@ class GearCache:
             raise LoaderError(f"the cache marker of {sha256} is damaged", code="tampered")
         return data
 
+    def load(self, name: str, version: str, sha256: str,
+             expected_file_hashes: dict[str, str] | None = None) -> Path:
+        """:meth:`fetch`, then :meth:`verify_tree`: what a worker start uses, so a
+        cache entry changed since it was unpacked never runs. A tampered entry is
+        reported, not silently repaired: it is a security event."""
+        path = self.fetch(name, version, sha256)
+        self.verify_tree(sha256, expected_file_hashes)
+        return path
+
     def fetch(self, name: str, version: str, sha256: str) -> Path:
-        """The unpacked gear's directory, downloading and unpacking it if needed."""
+        """The unpacked gear's directory, downloading and unpacking it if needed.
+
+        An existing entry is returned as is; use :meth:`load` to re-check its files.
+        """
         final = self.path_for(sha256)
         if self.has(sha256):
             return final

@@ -152,7 +152,7 @@ def test_verify_tree_names_modified_extra_and_missing_files(tmp_path, store, arc
     (path / "README.md").unlink()
     (path / "sitecustomize.py").write_text("print('pwned')\n")
     with pytest.raises(LoaderError) as err:
-        cache.verify_tree(digest)
+        cache.load("acme/hello", "1.0.0", digest)
     exc = err.value
     assert exc.code == "tampered"
     assert exc.files == {"modified": ["hello.py"], "extra": ["sitecustomize.py"],
