@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, jsonify
 
 from marketplace.blobs import get_blob_store
 from marketplace.db import ping
+from marketplace.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,12 @@ bp = Blueprint("health", __name__)
 def _check(name: str, probe: Callable[[], Any]) -> dict[str, Any]:
     try:
         result = probe()
+    except StorageError as exc:
+        log.warning("health check %s failed: %s", name, exc)
+        return {"ok": False, "error": exc.code}
     except Exception as exc:
         log.warning("health check %s failed: %s", name, exc)
-        return {"ok": False, "error": getattr(exc, "code", None) or type(exc).__name__}
+        return {"ok": False, "error": f"{name}_unavailable"}
     if result is False:
         return {"ok": False, "error": "check_failed"}
     return {"ok": True}
