@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.common",
     "tests.fixtures.app",
+    "tests.fixtures.gears",
     "tests.fixtures.s3",
 ]

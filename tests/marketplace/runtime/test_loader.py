@@ -23,7 +23,6 @@ from marketplace.runtime.loader import (
 )
 from marketplace.storage import LocalBlobStore
 
-pytest_plugins = ["tests.fixtures.gears"]
 
 
 @pytest.fixture
