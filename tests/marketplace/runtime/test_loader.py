@@ -24,7 +24,6 @@ from marketplace.runtime.loader import (
 from marketplace.storage import LocalBlobStore
 
 
-
 @pytest.fixture
 def archive(make_gear_archive) -> bytes:
     return make_gear_archive("acme/hello", "1.0.0",
