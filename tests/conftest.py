@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.common",
     "tests.fixtures.app",
     "tests.fixtures.gears",
+    "tests.fixtures.live",
     "tests.fixtures.s3",
 ]
