@@ -1,0 +1,291 @@
+"""The host side of one worker process: launch, handshake, calls, deadlines.
+
+A :class:`Worker` owns one process for one installation and talks to it
+through :class:`gears_sdk.worker.protocol.Channel`. Everything the process
+sends is untrusted: sizes are capped before reading, message shapes are
+checked, and any violation kills the process. Each call has a wall-clock
+deadline (the manifest's ``limits.timeout_ms``) covering the gear's work
+and every ``ctx`` service it asks for; when it passes, the whole process
+group is killed. A dead worker is restarted on the next call, after an
+exponential backoff, so a crash-looping gear cannot eat the host's CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gears_sdk.worker.protocol import (
+    PROTOCOL_VERSION,
+    Channel,
+    ChannelClosed,
+    ChannelTimeout,
+    MessageTooLarge,
+    ProtocolError,
+    encode,
+)
+from marketplace.runtime.errors import (
+    GearCallError,
+    GearCrashed,
+    GearProtocolError,
+    GearTimeout,
+)
+from marketplace.runtime.health import Health
+from marketplace.runtime.installation import Installation
+from marketplace.runtime.launcher import LaunchPlan
+from marketplace.runtime.services import Services
+
+START_TIMEOUT_S = 20.0
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 30.0
+MAX_LOGS_PER_CALL = 1000
+
+
+def describe_exit(code: int | None) -> str:
+    """``killed by SIGKILL`` / ``exited with status 3``, for error messages."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class Worker:
+    """One supervised worker process for one installation."""
+
+    def __init__(self, inst: Installation, plan: Callable[[], LaunchPlan], services: Services,
+                 health: Health, *, start_timeout: float = START_TIMEOUT_S,
+                 backoff_base: float = BACKOFF_BASE_S, backoff_max: float = BACKOFF_MAX_S):
+        self.inst = inst
+        self._plan = plan
+        self.services = services
+        self.health = health
+        self.start_timeout = start_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.channel: Channel | None = None
+        self.sandbox: dict[str, Any] = {}
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self._lock = threading.RLock()
+        self._ids = 0
+        self._starts = 0
+        self._failures_in_row = 0
+        self._next_start = 0.0
+        self.log = logging.getLogger(f"gears.gear.{inst.id}")
+
+    # -- lifecycle ----------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def _attribute(self, cls: type[GearCallError], message: str, **kw: Any) -> GearCallError:
+        return cls(message, installation=self.inst.id, gear=self.inst.gear, **kw)
+
+    def start(self) -> None:
+        """Launch the process and complete the handshake, or raise ``GearCallError``."""
+        with self._lock:
+            self.kill()
+            plan = self._plan()
+            self._starts += 1
+            self.proc = subprocess.Popen(
+                plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=plan.env, cwd=plan.cwd, close_fds=True,
+                start_new_session=True, preexec_fn=plan.preexec(),
+                user=plan.user, group=plan.user, extra_groups=[] if plan.user is not None else None)
+            assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+            os.set_blocking(self.proc.stdin.fileno(), False)
+            os.set_blocking(self.proc.stdout.fileno(), False)
+            self.channel = Channel(self.proc.stdout.fileno(), self.proc.stdin.fileno())
+            threading.Thread(target=self._drain_stderr, args=(self.proc.stderr,),
+                             name=f"gear-stderr-{self.inst.id}", daemon=True).start()
+            try:
+                self._handshake(plan)
+            except GearCallError:
+                self.kill()
+                raise
+
+    def _handshake(self, plan: LaunchPlan) -> None:
+        assert self.channel is not None
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            hello = self.channel.recv(deadline)
+            if hello.get("op") != "hello" or hello.get("version") != PROTOCOL_VERSION:
+                raise self._attribute(
+                    GearProtocolError, f"protocol version mismatch: the host speaks "
+                    f"{PROTOCOL_VERSION}, the worker said {hello.get('version')!r}")
+            manifest = self.inst.manifest
+            self.channel.send({
+                "op": "start", "version": PROTOCOL_VERSION,
+                "gear": {"name": manifest.name, "version": str(manifest.version),
+                         "kind": manifest.kind, "entrypoint": manifest.entrypoint,
+                         "hooks": list(manifest.hooks), "path": plan.gear_path,
+                         "installation": self.inst.id, "workspace": self.inst.workspace},
+                "sandbox": plan.start_sandbox}, deadline)
+            ready = self.channel.recv(deadline)
+        except ChannelTimeout:
+            raise self._attribute(GearCrashed, "the worker did not start in time",
+                                  code="load_failed") from None
+        except ProtocolError as exc:
+            raise self._attribute(GearCrashed, f"the worker failed to start ({exc}; "
+                                  f"{describe_exit(self._reap())}){self._tail()}",
+                                  code="load_failed") from None
+        if ready.get("op") != "ready":
+            raise self._attribute(GearCallError, f"the gear failed to load: "
+                                  f"{ready.get('type')}: {ready.get('message')}",
+                                  code="load_failed")
+        self.sandbox = dict(ready.get("sandbox") or {})
+
+    def _drain_stderr(self, stream: Any) -> None:
+        """Gear output (print, tracebacks) becomes log lines attributed to the gear."""
+        try:
+            for raw in iter(lambda: stream.readline(4096), b""):
+                line = raw.decode("utf-8", "replace").rstrip()
+                self.stderr_tail.append(line)
+                self.log.info("%s (stderr): %s", self.inst.gear, line)
+        except (OSError, ValueError):
+            pass
+
+    def _tail(self) -> str:
+        lines = [line for line in list(self.stderr_tail)[-8:] if line]
+        return ("\n  " + "\n  ".join(lines)) if lines else ""
+
+    def _reap(self, timeout: float = 5.0) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group and reap it."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.log.error("worker %s did not die after SIGKILL", proc.pid)
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Stop the worker (politely: closing stdin ends its loop; then SIGKILL)."""
+        with self._lock:
+            if self.alive and self.channel is not None:
+                try:
+                    self.channel.send({"op": "stop"}, time.monotonic() + 0.5)
+                    self.proc.wait(1.0)  # type: ignore[union-attr]
+                except (ProtocolError, subprocess.TimeoutExpired):
+                    pass
+            self.kill()
+
+    # -- calls --------------------------------------------------------------
+
+    def _ensure_started(self, budget: float) -> None:
+        if self.alive:
+            return
+        wait = self._next_start - time.monotonic()
+        if wait > budget:
+            raise self._attribute(GearCallError, f"the worker is restarting after "
+                                  f"{self._failures_in_row} failure(s); retry in {wait:.1f} s",
+                                  code="backoff")
+        if wait > 0:
+            time.sleep(wait)
+        restarting = self._starts > 0
+        try:
+            self.start()
+        except GearCallError:
+            self._failed()
+            raise
+        finally:
+            if restarting:
+                self.health.restarted()
+
+    def _failed(self) -> None:
+        self._failures_in_row += 1
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (self._failures_in_row - 1))
+        self._next_start = time.monotonic() + delay
+
+    def call(self, hook: str, kwargs: dict[str, Any], timeout_ms: int) -> Any:
+        """Call ``hook`` in the worker; the raw JSON result, or ``GearCallError``."""
+        with self._lock:
+            self._ids += 1
+            call_id = self._ids
+            try:
+                frame = encode({"op": "call", "id": call_id, "hook": hook, "kwargs": kwargs})
+            except MessageTooLarge as exc:
+                raise self._attribute(GearCallError, f"the call's arguments are too large: {exc}",
+                                      code="too_large") from None
+            self._ensure_started(timeout_ms / 1000)
+            assert self.channel is not None
+            deadline = time.monotonic() + timeout_ms / 1000
+            try:
+                self.channel.send_raw(frame, deadline)
+                value = self._await_result(call_id, hook, deadline)
+            except ChannelTimeout:
+                self.kill()
+                self._failed()
+                raise self._attribute(GearTimeout, f"timeout after {timeout_ms} ms in {hook}",
+                                      code="timeout") from None
+            except ChannelClosed:
+                status = describe_exit(self._reap())
+                self._failed()
+                raise self._attribute(GearCrashed, f"the worker died during {hook} "
+                                      f"({status}){self._tail()}", code="crashed") from None
+            except ProtocolError as exc:
+                self.kill()
+                self._failed()
+                raise self._attribute(GearProtocolError, f"the worker broke the protocol "
+                                      f"during {hook}: {exc}", code="protocol") from None
+            self._failures_in_row = 0
+            return value
+
+    def _await_result(self, call_id: int, hook: str, deadline: float) -> Any:
+        assert self.channel is not None
+        logs = 0
+        while True:
+            message = self.channel.recv(deadline)
+            op = message.get("op")
+            if op == "request":
+                self.channel.send(self.services.handle(message, deadline), deadline)
+            elif op == "log":
+                logs += 1
+                if logs <= MAX_LOGS_PER_CALL:
+                    self.services.log(message)
+            elif op in ("result", "error") and message.get("id") == call_id:
+                if op == "result":
+                    return message.get("value")
+                kind = str(message.get("type", "Exception"))[:100]
+                code = "too_large" if kind == "ResultTooLarge" else "gear_error"
+                raise self._attribute(GearCallError, f"{hook} raised {kind}: "
+                                      f"{str(message.get('message', ''))[:2000]}",
+                                      code=code, error_type=kind)
+            else:
+                raise ProtocolError(f"unexpected {op!r} message while waiting for a result")
