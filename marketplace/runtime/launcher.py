@@ -80,6 +80,8 @@ class LaunchPlan:
     gear_path: str
     rlimits: dict[int, int]
     user: int | None = None
+    #: the uid that must own the data dir (the worker's uid once it is confined)
+    owner: int | None = None
     notes: list[str] = field(default_factory=list)
 
     def preexec(self) -> Callable[[], None]:
@@ -180,7 +182,7 @@ def plan_strict(inst: Installation, *, bwrap: str, uid: int | None, data_dir: Pa
                "landlock": {"read": read, "write": [SANDBOX_DATA]},
                "seccomp": _seccomp_b64(allow_unix=True)}
     return LaunchPlan(args, {}, str(data_dir), sandbox, SANDBOX_GEAR,
-                      limits.rlimits(inst.manifest.limits.get("memory_mb", 128)))
+                      limits.rlimits(inst.manifest.limits.get("memory_mb", 128)), owner=uid)
 
 
 def _staged_lib(runtime_dir: Path) -> Path:
@@ -221,4 +223,4 @@ def plan_standard(inst: Installation, *, uid: int | None, data_dir: Path, runtim
         sandbox["seccomp"] = _seccomp_b64(allow_unix=False)
     return LaunchPlan(_python_argv(python, str(lib)), dict(WORKER_ENV), str(data_dir), sandbox,
                       gear, limits.rlimits(inst.manifest.limits.get("memory_mb", 128)),
-                      user=user, notes=notes)
+                      user=user, owner=user if user is not None else os.geteuid(), notes=notes)

@@ -96,11 +96,9 @@ class Runtime:
             self._uids[installation] = uid
         return self._uids[installation]
 
-    def _data_dir(self, inst: Installation, uid: int | None) -> Path:
+    def _data_dir(self, inst: Installation) -> Path:
         data = inst.data_dir or self.root_dir / "data" / inst.id
         data.mkdir(parents=True, exist_ok=True)
-        if uid is not None:
-            os.chown(data, uid, uid)
         os.chmod(data, 0o700)
         inst.data_dir = data
         return data
@@ -108,10 +106,16 @@ class Runtime:
     def _planner(self, inst: Installation, uid: int | None, data: Path) -> LaunchPlan:
         if self.level == "strict":
             assert self.report.bwrap is not None
-            return plan_strict(inst, bwrap=self.report.bwrap, uid=uid, data_dir=data,
+            plan = plan_strict(inst, bwrap=self.report.bwrap, uid=uid, data_dir=data,
                                limits=self.limits)
-        return plan_standard(inst, uid=uid, data_dir=data, runtime_dir=self.root_dir,
-                             limits=self.limits, confined=self.level == "standard")
+        else:
+            plan = plan_standard(inst, uid=uid, data_dir=data, runtime_dir=self.root_dir,
+                                 limits=self.limits, confined=self.level == "standard")
+        if plan.owner is not None and os.geteuid() == 0:
+            # only the worker's own uid may enter the data dir (mode 0700)
+            for path in (data, *data.rglob("*")):
+                os.lchown(path, plan.owner, plan.owner)
+        return plan
 
     def start(self, inst: Installation) -> Worker:
         """Launch ``inst``'s worker (refusing a too-weak sandbox) and return it."""
@@ -125,7 +129,7 @@ class Runtime:
                 raise SandboxError(f"installation {inst.id} is already running",
                                    code="already_started")
             uid = self._uid_for(inst.id) if self.level != "dev-unsafe" else None
-            data = self._data_dir(inst, uid)
+            data = self._data_dir(inst)
             health = Health(inst.id, self.failure_threshold, self.on_disable)
             services = Services(inst, HostHttp(inst.manifest.permissions.network,
                                                allow_private=self.allow_private_hosts))
