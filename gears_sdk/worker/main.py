@@ -56,10 +56,14 @@ def _split_stdio() -> Channel:
 
 
 def _error(call_id: Any, exc: BaseException) -> dict[str, Any]:
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
-    return {"op": "error", "id": call_id, "type": type(exc).__name__,
-            "message": (str(exc) or type(exc).__name__)[:2000] + where}
+    try:
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+        text = (str(exc) or type(exc).__name__)[:2000] + where
+    except BaseException:  # a gear's exception may have a hostile __str__
+        text = "(the error could not be described)"
+    return {"op": "error", "id": call_id, "type": str(type(exc).__name__)[:100],
+            "message": text}
 
 
 def confine_self(sandbox: dict[str, Any]) -> dict[str, Any]:
@@ -114,14 +118,11 @@ def serve(channel: Channel, pm: Any, ctx: RemoteContext, hooks: set[str]) -> int
                 raise LookupError(f"the gear does not declare {hook!r}")
             kwargs = dict(message.get("kwargs") or {}, ctx=ctx)
             results = getattr(pm.hook, str(hook))(**kwargs)
-            reply = {"op": "result", "id": call_id,
-                     "value": _wire(results[0] if results else None)}
-            data = encode(reply, channel.limit)
+            data = encode({"op": "result", "id": call_id,
+                           "value": _wire(results[0] if results else None)}, channel.limit)
         except MessageTooLarge as exc:
             data = encode({"op": "error", "id": call_id, "type": "ResultTooLarge",
                            "message": str(exc)})
-        except (ValueError, TypeError) as exc:
-            data = encode(_error(call_id, exc))
         except BaseException as exc:  # a gear's SystemExit is its failure, not ours
             data = encode(_error(call_id, exc))
         channel.send_raw(data)
