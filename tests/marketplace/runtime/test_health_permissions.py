@@ -64,3 +64,18 @@ def test_results_are_typed_and_patches_checked(manifest) -> None:
         with pytest.raises(ResultRefused) as err:
             normalize_result(manifest, "gear_on_event", bad)
         assert err.value.code == "invalid_result"
+
+
+def test_state_stores_keep_json_within_the_quota(tmp_path) -> None:
+    from marketplace.runtime.state import JsonFileStateStore
+
+    path = tmp_path / "state" / "inst.json"
+    store = JsonFileStateStore(path, limit_kb=1)
+    store.set("a", {"n": 1})
+    with pytest.raises(ValueError, match="limit"):
+        store.set("b", "x" * 2048)
+    with pytest.raises((TypeError, ValueError)):
+        store.set("c", object())
+    assert JsonFileStateStore(path, limit_kb=1).get("a") == {"n": 1}
+    store.delete("a")
+    assert JsonFileStateStore(path, limit_kb=1).keys() == []
