@@ -24,6 +24,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "marketplace.health",
     "marketplace.accounts",
     "marketplace.registry",
+    "marketplace.workspaces",
 )
 
 #: Sent with every response. The CSP allows only same-origin resources, no

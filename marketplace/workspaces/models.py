@@ -1,0 +1,77 @@
+"""The ``installations`` table: which gear version runs in which workspace, and how.
+
+One row per (workspace, gear): a workspace runs at most one version of a gear,
+which is also what the runtime's resolver assumes. ``version`` is the concrete
+version chosen when the gear was installed or last upgraded; ``constraint`` is
+what the user asked for (a range such as ``^1.2.0``, or the exact version), so
+an "update within range" can be offered later without guessing.
+
+Secret config values never sit in ``config``: they live, encrypted, in
+``secrets_encrypted`` (see :mod:`marketplace.workspaces.secrets`).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from marketplace.db import Base, UTCDateTime, utcnow
+from marketplace.models import Gear, User, Workspace
+
+
+class InstallationStatus(enum.Enum):
+    """Why an installation runs or not.
+
+    ``active``: it runs. ``disabled``: a user turned it off. ``failed``: the
+    runtime's circuit breaker turned it off after repeated failures; the
+    reason says why, and re-enabling it clears the reason.
+    """
+
+    active = "active"
+    disabled = "disabled"
+    failed = "failed"
+
+
+def new_installation_id() -> str:
+    """32 hex characters: unguessable, so ids in URLs reveal nothing about other rows."""
+    return uuid.uuid4().hex
+
+
+class Installation(Base):
+    """One gear installed into one workspace."""
+
+    __tablename__ = "installations"
+    __table_args__ = (UniqueConstraint("workspace_id", "gear_id",
+                                       name="uq_installations_workspace_gear"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_installation_id)
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    gear_id: Mapped[int] = mapped_column(ForeignKey("gears.id", ondelete="CASCADE"), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    constraint: Mapped[str] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[InstallationStatus] = mapped_column(
+        Enum(InstallationStatus, native_enum=False, length=16,
+             values_callable=lambda members: [m.value for m in members]),
+        default=InstallationStatus.active)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    consented_capabilities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    installed_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    workspace: Mapped[Workspace] = relationship()
+    gear: Mapped[Gear] = relationship()
+    installed_by: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Installation {self.id} {self.gear_id}@{self.version} {self.status.value}>"
