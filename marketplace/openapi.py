@@ -113,6 +113,100 @@ SCHEMAS: dict[str, Any] = {
             "workspaces": {"type": "array", "items": STR},
         },
     },
+    "Capability": {
+        "type": "object",
+        "required": ["capability", "description"],
+        "properties": {
+            "capability": {**STR, "description": "e.g. network:api.example.com"},
+            "description": {**STR, "description": "the same in plain language"},
+        },
+    },
+    "Installation": {
+        "type": "object",
+        "required": ["id", "workspace", "gear", "title", "kind", "version", "constraint",
+                     "status", "enabled", "disabled_reason", "config", "capabilities",
+                     "latest_version", "upgrade_available", "health", "created_at",
+                     "updated_at", "url"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "workspace": STR, "gear": STR, "title": STR,
+            "kind": {"enum": ["connector", "extension", "template"]},
+            "version": {**STR, "description": "the version that runs"},
+            "constraint": {**STR, "description": "the range asked for, or the exact version"},
+            "status": {"enum": ["active", "disabled", "failed"]},
+            "enabled": BOOL,
+            "disabled_reason": _nullable(STR),
+            "config": {"type": "object", "description": "secret fields appear only as "
+                       '{"set": true|false}, never with their value'},
+            "capabilities": {"type": "array", "items": ref("Capability")},
+            "latest_version": _nullable(STR),
+            "upgrade_available": BOOL,
+            "version_yanked": BOOL, "version_quarantined": BOOL,
+            "health": _nullable({"type": "object"}),
+            "created_at": _nullable(DATE), "updated_at": _nullable(DATE),
+            "url": STR,
+        },
+    },
+    "InstallationList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": ref("Installation")}},
+    },
+    "InstallPlan": {
+        "type": "object",
+        "required": ["gear", "title", "kind", "version", "constraint", "capabilities",
+                     "consent_required", "config_schema", "secret_fields", "requires",
+                     "resolution", "upgrade"],
+        "properties": {
+            "gear": STR, "title": STR, "summary": STR,
+            "kind": {"enum": ["connector", "extension", "template"]},
+            "version": STR, "constraint": STR,
+            "capabilities": {"type": "array", "items": ref("Capability")},
+            "consent_required": BOOL,
+            "config_schema": {"type": "object"},
+            "secret_fields": {"type": "array", "items": STR},
+            "requires": {"type": "array", "items": {
+                "type": "object", "required": ["gear", "range", "installed_version", "satisfied"],
+                "properties": {"gear": STR, "range": STR,
+                               "installed_version": _nullable(STR), "satisfied": BOOL}}},
+            "resolution": {"type": "object", "additionalProperties": STR},
+            "upgrade": _nullable({
+                "type": "object",
+                "required": ["installation", "from_version", "added", "removed", "unchanged"],
+                "properties": {
+                    "installation": STR, "from_version": STR,
+                    "added": {"type": "array", "items": ref("Capability")},
+                    "removed": {"type": "array", "items": ref("Capability")},
+                    "unchanged": {"type": "array", "items": ref("Capability")},
+                }}),
+            "version_url": STR,
+        },
+    },
+    "InstallRequest": {
+        "type": "object",
+        "required": ["gear"],
+        "additionalProperties": False,
+        "properties": {
+            "gear": {**STR, "description": "publisher/name"},
+            "version": _nullable({**STR, "description": "a version or range; newest if null"}),
+            "config": {"type": "object"},
+            "consent": {"anyOf": [BOOL, {"type": "array", "items": STR}],
+                        "description": "true, or every capability of the chosen version"},
+        },
+    },
+    "InstallationPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "version": _nullable({**STR, "description": "move to this version or range; "
+                                  "null: the newest the stored constraint allows"}),
+            "config": {"type": "object", "description": "the whole config; a secret left "
+                       "out or blank keeps its value, null clears it"},
+            "enabled": BOOL,
+            "consent": {"anyOf": [BOOL, {"type": "array", "items": STR}]},
+            "reason": {"type": "string", "maxLength": 2000},
+        },
+    },
 }
 
 
@@ -227,6 +321,68 @@ PATHS: dict[str, Any] = {
     "/api/v1/admin/gears/{publisher}/{name}/{version}/reject": _state_change(
         "Reject a pending version", "Admin only; a reason the publisher can read is required."),
 }
+
+_WS = [{"name": "ws", "in": "path", "required": True, "schema": STR,
+        "description": "the workspace's name"}]
+_INST = [*_WS, {"name": "installation_id", "in": "path", "required": True, "schema": STR}]
+_WS_AUTH = ("Needs a token with workspace:<ws> whose user is a member, or an admin token. "
+            "A workspace that does not exist is 403 unless the caller is an admin.")
+
+PATHS.update({
+    "/api/v1/workspaces/{ws}/installations": {
+        "get": {"summary": "The workspace's installations", "description": _WS_AUTH,
+                "parameters": _WS, "security": [{"bearer": []}],
+                "responses": {"200": {"description": "Installations",
+                                      **_json("InstallationList")}, **_err(401, 403, 404)}},
+        "post": {
+            "summary": "Install a gear",
+            "description": "Resolves the version against the workspace's other gears, checks "
+                           "consent to every capability and validates the config. " + _WS_AUTH,
+            "parameters": _WS, "security": [{"bearer": []}],
+            "requestBody": {"required": True, **_json("InstallRequest")},
+            "responses": {"201": {"description": "Installed", **_json("Installation"),
+                                  "headers": {"Location": {"schema": STR}}},
+                          **_err(400, 401, 403, 404, 409, 422)},
+        },
+    },
+    "/api/v1/workspaces/{ws}/installations/plan": {
+        "get": {
+            "summary": "Preview an install or upgrade",
+            "description": "The version that would be chosen, its capabilities in plain "
+                           "language, its config schema, its dependencies and, when the gear "
+                           "is installed, the capability diff. Changes nothing. " + _WS_AUTH,
+            "parameters": [
+                *_WS,
+                {**_query("gear", STR, "publisher/name"), "required": True},
+                _query("version", STR, "a version or range; newest when absent"),
+            ],
+            "security": [{"bearer": []}],
+            "responses": {"200": {"description": "The plan", **_json("InstallPlan")},
+                          **_err(401, 403, 404, 409, 422)},
+        }
+    },
+    "/api/v1/workspaces/{ws}/installations/{installation_id}": {
+        "get": {"summary": "One installation", "description": _WS_AUTH, "parameters": _INST,
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "The installation",
+                                      **_json("Installation")}, **_err(401, 403, 404)}},
+        "patch": {
+            "summary": "Upgrade, downgrade, reconfigure, enable or disable",
+            "description": "Consent is needed again only when the target version's "
+                           "capabilities grow. " + _WS_AUTH,
+            "parameters": _INST, "security": [{"bearer": []}],
+            "requestBody": {"required": True, **_json("InstallationPatch")},
+            "responses": {"200": {"description": "The installation after the change",
+                                  **_json("Installation")},
+                          **_err(400, 401, 403, 404, 409, 422)},
+        },
+        "delete": {"summary": "Uninstall", "description": "Refused (409 required_by) while "
+                   "another installed gear requires it. " + _WS_AUTH,
+                   "parameters": _INST, "security": [{"bearer": []}],
+                   "responses": {"204": {"description": "Uninstalled"},
+                                 **_err(401, 403, 404, 409)}},
+    },
+})
 
 
 def document() -> dict[str, Any]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from gears_sdk.manifest import json_path, secret_fields
@@ -32,6 +34,23 @@ _FORMATS = {"email": "an email address", "uri": "a URL (https://…)", "date": "
             "date-time": "a date and time (RFC 3339)", "hostname": "a host name",
             "ipv4": "an IPv4 address", "ipv6": "an IPv6 address", "uuid": "a UUID",
             "time": "a time (HH:MM:SS)", "regex": "a regular expression"}
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+@cache
+def format_checker() -> FormatChecker:
+    """jsonschema's checker plus ``uri`` and ``hostname``, which it checks only when optional
+    packages are installed; without them those formats would silently accept anything."""
+    checker = copy.deepcopy(Draft202012Validator.FORMAT_CHECKER)
+    if "uri" not in checker.checkers:
+        checker.checks("uri")(lambda v: not isinstance(v, str) or bool(_URI.match(v)))
+    if "hostname" not in checker.checkers:
+        checker.checks("hostname")(lambda v: not isinstance(v, str) or bool(_HOSTNAME.match(v)))
+    return checker
 
 
 def config_schema_of(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +168,7 @@ def validate_config(manifest: dict[str, Any], config: Any
     schema = config_schema_of(manifest)
     secret_names = set(secret_fields(schema))
     full = apply_defaults(schema, config)
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = Draft202012Validator(schema, format_checker=format_checker())
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for err in sorted(validator.iter_errors(full), key=lambda e: [str(p) for p in _path(e)]):
