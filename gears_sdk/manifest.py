@@ -14,6 +14,8 @@ kind, and a ``config_schema`` that is itself a valid JSON Schema.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -47,8 +49,29 @@ def manifest_schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(manifest_schema())
+def _anchored(pattern: str) -> re.Pattern[str]:
+    # A trailing ``$`` becomes ``\Z``: in JSON Schema (ECMA-262) ``$`` matches only at the
+    # very end, while Python's also matches before a final newline, which would let
+    # ``"acme/hello\n"`` pass as a look-alike of ``acme/hello``.
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any,
+                  schema: dict[str, Any]) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _anchored(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with ``pattern`` anchored as JSON Schema means it.
+ManifestValidator = jsonschema.validators.extend(Draft202012Validator,
+                                                 {"pattern": _ecma_pattern})
+
+
+@cache
+def _validator() -> Any:
+    return ManifestValidator(manifest_schema())
 
 
 @dataclass(frozen=True)
@@ -332,13 +355,30 @@ def parse_manifest_bytes(raw: bytes, source: str = MANIFEST_NAME) -> dict[str, A
         raise ManifestError([Problem("$", f"not UTF-8 text ({exc.reason} at byte {exc.start})",
                                      "encoding")], source) from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except DuplicateKeyError as exc:
+        raise ManifestError([Problem("$", f"not valid JSON: {exc}; each key may appear once "
+                                     "(readers disagree on which duplicate wins)",
+                                     "duplicate_key")], source) from None
     except json.JSONDecodeError as exc:
         raise ManifestError([Problem("$", f"not valid JSON: {exc.msg} at line {exc.lineno} "
                                      f"column {exc.colno}", "json")], source) from None
     except (ValueError, RecursionError) as exc:
         raise ManifestError([Problem("$", f"not valid JSON: {exc}", "json")], source) from None
     return data  # type: ignore[no-any-return,unused-ignore]
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"the key {key!r} appears more than once in one object")
+        out[key] = value
+    return out
 
 
 def _reject_constant(name: str) -> Any:

@@ -76,8 +76,15 @@ def _manifest_error(exc: ManifestError | ArchiveError) -> MarketplaceError:
 
 def authorize_namespace(session: Session, upload: Upload, manifest: Manifest) -> Publisher:
     """The token must hold ``publish:<publisher>`` and its user must be a member."""
-    from marketplace.accounts import token_allows
+    from marketplace.accounts import RESERVED_NAMES, token_allows
 
+    if manifest.publisher in RESERVED_NAMES:
+        # No publisher can hold such a name; say so instead of a generic "forbidden".
+        raise MarketplaceError(
+            422, "reserved_name",
+            f"'{manifest.publisher}' is a reserved name and cannot be a publisher namespace",
+            [{"path": "$.name", "message": "reserved publisher name", "code": "reserved_name"}],
+        )
     publisher = session.scalar(select(Publisher).where(Publisher.name == manifest.publisher))
     allowed = publisher is not None and (
         token_allows(upload.token, f"publish:{manifest.publisher}") if upload.token else False
