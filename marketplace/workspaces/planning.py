@@ -31,7 +31,13 @@ from gears_sdk.errors import RangeError
 from gears_sdk.versions import parse_range, parse_version
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion, Workspace
-from marketplace.runtime.resolver import DbCandidateSource, ResolutionError, resolve
+from marketplace.runtime.resolver import (
+    WORKSPACE,
+    Cause,
+    DbCandidateSource,
+    ResolutionError,
+    resolve,
+)
 from marketplace.workspaces.capabilities import CapabilityDiff, capabilities_of, capability_diff
 from marketplace.workspaces.models import Installation
 
@@ -181,9 +187,22 @@ def _refusal(gear: str, exc: ResolutionError, installed: dict[str, str]) -> Mark
                                           else "*", None) for c in absent])
     return MarketplaceError(
         409, "unresolvable",
-        f"cannot install {gear}: " + "; ".join(c.message for c in exc.causes),
+        f"cannot install {gear}: " + "; ".join(_explain(c, installed) for c in exc.causes),
         [{"path": "$.version" if c.gear == gear else "$.gear", "message": c.message,
           "code": c.kind, "gear": c.gear} for c in exc.causes])
+
+
+def _explain(cause: Cause, installed: dict[str, str]) -> str:
+    """The resolver's sentence, said from the workspace's side when the clash is with a
+    version the workspace already runs (the resolver only sees it as a pin)."""
+    if cause.gear not in installed:
+        return cause.message
+    others = [(who, rng) for who, rng in cause.requirements if who != WORKSPACE]
+    if not others:
+        return cause.message
+    runs = f"{cause.gear} {installed[cause.gear]}"
+    return "; ".join(f"{who} requires {cause.gear} {rng}, but this workspace runs {runs}"
+                     for who, rng in others)
 
 
 def check_version_spec(version_spec: str | None) -> str | None:
