@@ -69,7 +69,7 @@ class ResponseChecker:
 
 
 def test_real_responses_match_the_document(client, spec, make_user, make_publisher, make_token,
-                                           make_gear_archive):
+                                           make_gear_archive, make_workspace):
     check = ResponseChecker(spec)
     dev = make_user(role="developer")
     admin = make_user(role="admin")
@@ -115,7 +115,46 @@ def test_real_responses_match_the_document(client, spec, make_user, make_publish
           client.post("/api/v1/admin/gears/acme/hello/1.1.0/reject", headers=admin_h,
                       json={"reason": "no README"}))
     check("/api/v1/openapi.json", "get", client.get("/api/v1/openapi.json"))
+    _walk_installations(client, check, make_user, make_workspace, make_token, admin_h)
 
     # Every documented operation was exercised at least once.
     documented = {(p, m) for p, ops in spec["paths"].items() for m in ops if m in HTTP_METHODS}
     assert documented <= {(p, m) for p, m, _ in check.checked}
+
+
+def _walk_installations(client, check, make_user, make_workspace, make_token, admin_h) -> None:
+    """Installations in workspace "shop"; acme/hello 1.0.0 is approved and public by now."""
+    member, outsider = make_user(role="business"), make_user(role="business")
+    make_workspace(member=member, name="shop")
+    h = {"Authorization": f"Bearer {make_token(member, ['workspace:shop'])}"}
+    other_h = {"Authorization": f"Bearer {make_token(outsider, ['read'])}"}
+    items = "/api/v1/workspaces/{ws}/installations"
+    one = items + "/{installation_id}"
+    url = "/api/v1/workspaces/shop/installations"
+
+    check(items, "get", client.get(url, headers=h))
+    check(items, "get", client.get(url))  # 401
+    check(items, "get", client.get(url, headers=other_h))  # 403
+    check(items, "get", client.get("/api/v1/workspaces/none/installations",
+                                   headers=admin_h))  # 404
+    check(items + "/plan", "get", client.get(f"{url}/plan?gear=acme/hello", headers=h))
+    check(items + "/plan", "get", client.get(f"{url}/plan?gear=acme/none", headers=h))  # 404
+    check(items + "/plan", "get", client.get(f"{url}/plan", headers=h))  # 422
+    check(items + "/plan", "get", client.get(f"{url}/plan?gear=acme/hello&version=9.0.0",
+                                             headers=h))  # 409
+    check(items, "post", client.post(url, headers=h, json={"gear": "acme/hello"}))  # 422
+    created = client.post(url, headers=h, json={"gear": "acme/hello", "consent": True})
+    check(items, "post", created)
+    check(items, "post", client.post(url, headers=h, json={"gear": "acme/hello",
+                                                            "consent": True}))  # 409
+    check(items, "post", client.post(url, headers=h, data="x",
+                                     content_type="application/json"))  # 400
+    path = f"{url}/{created.json['id']}"
+    check(one, "get", client.get(path, headers=h))
+    check(one, "get", client.get(f"{url}/{'0' * 32}", headers=h))  # 404
+    check(one, "patch", client.patch(path, headers=h, json={"enabled": False}))
+    check(one, "patch", client.patch(path, headers=h, json={"enabled": "no"}))  # 422
+    check(one, "patch", client.patch(path, headers=h, json={"version": "9.0.0"}))  # 409
+    check(items + "/plan", "get", client.get(f"{url}/plan?gear=acme/hello", headers=h))
+    check(one, "delete", client.delete(path, headers=h))
+    check(one, "delete", client.delete(path, headers=h))  # 404
