@@ -141,7 +141,11 @@ def plan_install(session: Session, workspace: Workspace, gear_name: str,
     current = next((i for i in installed if i.gear_id == gear.id), None)
     wanted = spec or (current.constraint if current is not None else "*")
     names = {i.gear.name: i.version for i in installed}
-    roots = [(name, f"={version}") for name, version in names.items() if name != gear.name]
+    blocked = _quarantined(session, installed)
+    # A quarantined version cannot load anywhere, so it cannot be pinned either; leaving
+    # it out keeps one quarantined gear from blocking every other change in the workspace.
+    roots = [(name, f"={version}") for name, version in names.items()
+             if name != gear.name and name not in blocked]
     roots.append((gear.name, wanted))
     source = DbCandidateSource(session, allow_versions={n: {v} for n, v in names.items()})
     try:
@@ -166,6 +170,18 @@ def plan_install(session: Session, workspace: Workspace, gear_name: str,
                              version.manifest),
         current=current, current_version=current_version,
     )
+
+
+def _quarantined(session: Session, installed: list[Installation]) -> set[str]:
+    """Names of installed gears whose installed version is quarantined."""
+    if not installed:
+        return set()
+    rows = session.execute(
+        select(Gear.name, GearVersion.version).join(GearVersion, GearVersion.gear_id == Gear.id)
+        .where(Gear.id.in_([i.gear_id for i in installed]), GearVersion.quarantined.is_(True))
+    ).all()
+    pinned = {(i.gear.name, i.version) for i in installed}
+    return {name for name, version in rows if (name, version) in pinned}
 
 
 def _missing(what: str, missing: list[Dependency]) -> MarketplaceError:

@@ -386,3 +386,19 @@ def test_lifecycle_signals_fire_after_commit(session, people, release):
     assert seen[1][1].previous_version == "1.0.0"
     assert seen[2][1].enabled is False
     assert seen[3][1].gear == "acme/hello"
+
+
+def test_a_quarantined_installation_does_not_block_other_changes(session, people, release):
+    bad = release("acme/bad")
+    release("acme/bad", "1.1.0")
+    release("acme/hello")
+    inst = _do_install(session, people, name="acme/bad", version_spec="1.0.0")
+    bad.quarantined = True
+    session.commit()
+    assert _do_install(session, people).version == "1.0.0"
+    with pytest.raises(MarketplaceError) as exc:
+        set_enabled(session, inst, False, people["member"])
+        set_enabled(session, inst, True, people["member"])
+    assert _err(exc).code == "version_quarantined"
+    upgrade(session, inst, version_spec="1.1.0", actor=people["member"])
+    assert inst.version == "1.1.0"
