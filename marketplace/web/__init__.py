@@ -1,0 +1,50 @@
+"""The web catalog: the pages business users browse, sign in to, and install gears from.
+
+Server-rendered Jinja pages styled by the app's own stylesheet; every page works
+without JavaScript (``static/gears.js`` only adds conveniences), and the strict
+CSP of :mod:`marketplace.app` applies unchanged: no inline script or style.
+
+Security lives in small modules: :mod:`.csrf` (a per-session token checked on
+every unsafe request outside ``/api``), :mod:`.session` (login sessions rotated
+on sign-in, same-site ``next=`` targets only) and :mod:`.ratelimit` (failed
+sign-ins per IP and email).
+
+``connection_tester`` is the hook the engine sets to run a connector's
+``gear_check`` for an installation; until it is set, the "Test connection"
+button says that connection tests are not available rather than pretending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+
+@dataclass(frozen=True)
+class ConnectionResult:
+    """What a connection test found: ``ok`` and a sentence for the user."""
+
+    ok: bool
+    message: str
+
+
+#: ``connection_tester(installation) -> ConnectionResult``; set by the engine when it runs.
+connection_tester: Callable[[Any], ConnectionResult] | None = None
+
+
+def init_app(app: Flask) -> None:
+    """Mount the catalog, account and workspace pages, with CSRF checks and template helpers."""
+    from marketplace.web import csrf, session, templating
+    from marketplace.web.views_account import bp as account_bp
+    from marketplace.web.views_catalog import bp as catalog_bp
+    from marketplace.web.views_install import bp as install_bp
+    from marketplace.web.views_workspace import bp as workspace_bp
+
+    csrf.init_app(app)
+    session.init_app(app)
+    templating.init_app(app)
+    for bp in (catalog_bp, account_bp, workspace_bp, install_bp):
+        app.register_blueprint(bp)
