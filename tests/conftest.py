@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.gears",
     "tests.fixtures.live",
     "tests.fixtures.s3",
+    "tests.fixtures.browser",
 ]
