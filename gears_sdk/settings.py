@@ -19,8 +19,8 @@ from gears_sdk.errors import GearsError
 
 
 def config_path() -> Path:
-    """The login file's path (``GEARS_CONFIG`` points elsewhere, e.g. in tests)."""
-    override = os.environ.get("GEARS_CONFIG")
+    """The login file's path (``GEARS_CLI_CONFIG`` points elsewhere, e.g. in tests)."""
+    override = os.environ.get("GEARS_CLI_CONFIG")
     if override:
         return Path(override)
     return Path(platformdirs.user_config_dir("gears")) / "config.json"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from marketplace.errors import MarketplaceError
 
 #: Settings read from ``GEARS_<NAME>`` environment variables, with their parsers.
-ENV_SETTINGS: dict[str, type] = {
+ENV_SETTINGS: dict[str, Callable[[str], Any]] = {
     "DATABASE_URL": str,
     "STORAGE_URL": str,
     "S3_ENDPOINT_URL": str,
@@ -37,6 +37,8 @@ ENV_SETTINGS: dict[str, type] = {
     "SECRET_KEY": str,
     "MAX_UPLOAD_MB": int,
     "BASE_URL": str,
+    # Earlier secret keys, comma-separated: still accepted for decryption after a rotation.
+    "SECRET_KEY_FALLBACKS": lambda value: [k.strip() for k in value.split(",") if k.strip()],
 }
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)

@@ -9,11 +9,19 @@ app is built with :func:`marketplace.create_app`, exactly like the server.
 
 from __future__ import annotations
 
+import importlib
+
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from marketplace import models  # noqa: F401  (registers every table on Base.metadata)
+from marketplace import models  # noqa: F401  (registers the core tables on Base.metadata)
+from marketplace.app import BLUEPRINT_MODULES
 from marketplace.db import Base, database
+
+# Each domain package imports its own models; importing them all registers
+# every table, so autogenerate and comparisons see the whole schema.
+for _module in BLUEPRINT_MODULES:
+    importlib.import_module(_module)
 
 target_metadata = Base.metadata
 

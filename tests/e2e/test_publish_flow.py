@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def gears(reg: LiveRegistry, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in reg.env.items() if k not in ("GEARS_REGISTRY", "GEARS_TOKEN")}
-    env["GEARS_CONFIG"] = str(config)
+    env["GEARS_CLI_CONFIG"] = str(config)
     return subprocess.run([*GEARS, *args], env=env, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
 

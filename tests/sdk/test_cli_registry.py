@@ -94,7 +94,7 @@ def registry(monkeypatch, tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     stub.url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
-    monkeypatch.setenv("GEARS_CONFIG", str(tmp_path / "cfg" / "config.json"))
+    monkeypatch.setenv("GEARS_CLI_CONFIG", str(tmp_path / "cfg" / "config.json"))
     monkeypatch.setenv("GEARS_REGISTRY", stub.url)  # type: ignore[attr-defined]
     monkeypatch.setenv("GEARS_TOKEN", TOKEN)
     yield stub
@@ -191,7 +191,7 @@ def test_not_found_and_bad_names(registry):
 
 
 def test_unreachable_registry_and_no_login(monkeypatch, tmp_path):
-    monkeypatch.setenv("GEARS_CONFIG", str(tmp_path / "none.json"))
+    monkeypatch.setenv("GEARS_CLI_CONFIG", str(tmp_path / "none.json"))
     monkeypatch.delenv("GEARS_REGISTRY", raising=False)
     code, _, err = run("search", "x")
     assert code == 1 and "no registry is configured" in err
