@@ -25,7 +25,9 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "marketplace.accounts",
     "marketplace.registry",
     "marketplace.workspaces",
+    "marketplace.vetting",
     "marketplace.web",
+    "marketplace.engine",
 )
 
 #: Sent with every response. The CSP allows only same-origin resources, no

@@ -94,9 +94,13 @@ def init(ctx: click.Context) -> None:
         admin_line = _ensure_admin(session)
     if admin_line:
         changes.append(admin_line)
+    key_line = _ensure_signing_key(app)
+    if key_line:
+        changes.append(key_line)
     if not changes:
         click.echo(f"Everything is already initialized: database {_db_label(app)} at revision "
-                   f"{head}, storage {store.description}, an admin exists.")
+                   f"{head}, storage {store.description}, an admin exists, signing key "
+                   f"{_signing_key_id(app)}.")
         return
     for line in changes:
         click.echo(line)
@@ -129,6 +133,35 @@ def _ensure_admin(session: Any) -> str | None:
     return f"admin {user.email}: created with the password from GEARS_ADMIN_PASSWORD"
 
 
+def _ensure_signing_key(app: Flask) -> str | None:
+    from marketplace.registry.signing import key_dir, keyring
+
+    kid, created = keyring(app).ensure()
+    return f"signing key {kid}: created in {key_dir(app)}" if created else None
+
+
+def _signing_key_id(app: Flask) -> str | None:
+    from marketplace.registry.signing import keyring
+
+    return keyring(app).current_id()
+
+
+@main.command("rotate-key")
+@click.pass_context
+def rotate_key(ctx: click.Context) -> None:
+    """Make a new registry signing key the current one.
+
+    New approvals are signed with the new key; the old public key stays
+    published at /api/v1/keys so existing signatures keep verifying. The old
+    private key is deleted.
+    """
+    from marketplace.registry.signing import keyring
+
+    new, old = keyring(get_app(ctx)).rotate()
+    click.echo(f"signing key {new}: now current" + (f" (retired {old}; its public key is "
+                                                     "still served)" if old else ""))
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -150,7 +183,13 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
     if current != head:
         raise CLIError(f"the database {_db_label(app)} is at revision {current} but this "
                        f"version needs {head}; run `marketplace db upgrade` first")
-    click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)})", err=True)
+    from marketplace.vetting.worker import FALSE
+
+    inline = os.environ.get("GEARS_VETTING_INLINE_THREAD", "1").strip().lower() not in FALSE
+    app.config.setdefault("VETTING_INLINE_THREAD", inline)
+    click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)}; vetting "
+               f"{'in-process' if app.config['VETTING_INLINE_THREAD'] else 'by workers'})",
+               err=True)
     run_server(app, host=host, port=port, workers=workers, threads=threads)
 
 
@@ -184,6 +223,30 @@ def db_current(ctx: click.Context) -> None:
 
     app = get_app(ctx)
     click.echo(f"current: {db.current_revision(app) or 'none'}\nhead: {db.head_revision(app)}")
+
+
+@main.group("vet")
+def vet_group() -> None:
+    """Automated vetting of uploaded versions."""
+
+
+@vet_group.command("worker")
+@click.option("--once", is_flag=True, help="Process the queued jobs, then exit.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between looks at an empty queue.")
+@click.pass_context
+def vet_worker(ctx: click.Context, once: bool, poll: float) -> None:
+    """Run vetting jobs (any number of workers may run side by side)."""
+    import logging
+
+    from marketplace.vetting.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        done = run_worker(get_app(ctx), once=once, poll=poll)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        return
+    click.echo(f"vetted {done} version{'s' if done != 1 else ''}")
 
 
 # -- accounts -------------------------------------------------------------------------------

@@ -385,6 +385,18 @@ PATHS.update({
 })
 
 
+def _merge_trust() -> None:
+    """Vetting, signatures and quarantine are documented beside their endpoints."""
+    from marketplace.registry import openapi_trust as trust
+
+    SCHEMAS.update(trust.SCHEMAS)
+    SCHEMAS["Version"]["properties"].update(trust.VERSION_PROPERTIES)
+    PATHS.update(trust.PATHS)
+
+
+_merge_trust()
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",

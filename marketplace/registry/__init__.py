@@ -8,6 +8,8 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from marketplace import openapi
     from marketplace.registry.api import bp
+    from marketplace.registry.trust_api import bp as trust_bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(trust_bp)
     openapi.init_app(app)

@@ -69,7 +69,7 @@ def publish_gear() -> tuple[Response, int, dict[str, str]]:
                                "form field 'file'")
     upload = publishing.Upload(data=file.read(), user=v.user, token=v.token)  # type: ignore[arg-type]
     version = publishing.publish(get_session(), get_store(), upload)
-    body = queries.version_json(version, base_url())
+    body = queries.version_json(version, base_url(), private=True)
     return jsonify(body), 201, {"Location": body["url"]}
 
 
@@ -110,8 +110,9 @@ def get_gear(publisher: str, name: str) -> Response:
 
 @bp.get("/gears/<publisher>/<name>/<version>")
 def get_version(publisher: str, name: str, version: str) -> Response:
-    row = _version_or_404(publisher, name, version, viewer())
-    return jsonify(queries.version_json(row, base_url()))
+    v = viewer()
+    row = _version_or_404(publisher, name, version, v)
+    return jsonify(queries.version_json(row, base_url(), private=v.manages(row.gear)))
 
 
 @bp.get("/gears/<publisher>/<name>/<version>/download")
@@ -168,7 +169,7 @@ def _yank(publisher: str, name: str, version: str, yanked: bool) -> Response:
                                "yank its versions")
     states.set_yanked(get_session(), v.user, row, yanked=yanked,  # type: ignore[arg-type]
                       reason=_reason_from_body())
-    return jsonify(queries.version_json(row, base_url()))
+    return jsonify(queries.version_json(row, base_url(), private=True))
 
 
 @bp.post("/gears/<publisher>/<name>/<version>/yank")
@@ -188,8 +189,16 @@ def _review(publisher: str, name: str, version: str, approve: bool) -> Response:
         raise MarketplaceError(403, "forbidden", "only admins may review versions")
     row = _version_or_404(publisher, name, version, v)
     states.review(get_session(), v.user, row, approve=approve,  # type: ignore[arg-type]
-                  reason=_reason_from_body())
-    return jsonify(queries.version_json(row, base_url()))
+                  reason=_reason_from_body(), sign=signer())
+    return jsonify(queries.version_json(row, base_url(), private=True))
+
+
+def signer() -> states.Signer:
+    """Signs approvals with the registry key, from the archive in storage."""
+    from marketplace.registry.signing import keyring, sign_version
+
+    ring, store = keyring(), get_store()
+    return lambda session, row: sign_version(session, row, ring, store)
 
 
 @bp.post("/admin/gears/<publisher>/<name>/<version>/approve")

@@ -189,8 +189,17 @@ def _insert(
     session.flush()
     audit.record(session, user, "version.publish", "version",
                  f"{manifest.name}@{manifest.version}", after=version_state(version))
+    enqueue_vetting(session, version)
     session.commit()
     return version
+
+
+def enqueue_vetting(session: Session, version: GearVersion) -> None:
+    """Vetting runs off the request path: publishing only queues it, in the same
+    transaction as the version, so no version is ever left without a queued run."""
+    from marketplace.vetting.jobs import enqueue
+
+    enqueue(session, version)
 
 
 def version_state(version: GearVersion) -> dict[str, Any]:
@@ -199,4 +208,5 @@ def version_state(version: GearVersion) -> dict[str, Any]:
         "yanked": version.yanked,
         "quarantined": version.quarantined,
         "sha256": version.sha256,
+        "signed": version.signature is not None,
     }

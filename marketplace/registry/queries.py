@@ -143,8 +143,14 @@ def _iso(dt: Any) -> str | None:
     return dt.isoformat() if dt is not None else None
 
 
-def version_json(v: GearVersion, base_url: str, *, full: bool = True) -> dict[str, Any]:
-    """A version as the API shows it."""
+def version_json(v: GearVersion, base_url: str, *, full: bool = True,
+                 private: bool = False) -> dict[str, Any]:
+    """A version as the API shows it.
+
+    Everyone sees the signature, its key id and the signed file hashes (the
+    runtime verifies them at every load); ``private`` (the publisher's
+    members and admins) adds the vetting state and its findings.
+    """
     name = v.gear.name
     out: dict[str, Any] = {
         "name": name,
@@ -172,6 +178,30 @@ def version_json(v: GearVersion, base_url: str, *, full: bool = True) -> dict[st
         download_url=f"{api}/download",
         web_url=f"{base_url}/gears/{name}",
     )
+    out.update(trust_json(v, private=private))
+    return out
+
+
+def trust_json(v: GearVersion, *, private: bool) -> dict[str, Any]:
+    """Signature fields for everyone; vetting state and findings when ``private``."""
+    from sqlalchemy.orm import object_session
+
+    from marketplace.registry.signing import VersionSignature
+    from marketplace.vetting.models import VettingReport
+
+    session = object_session(v)
+    sig = session.get(VersionSignature, v.id) if session is not None else None
+    out: dict[str, Any] = {
+        "signature": sig.signature if sig else None,
+        "key_id": sig.key_id if sig else None,
+        "files": dict(sig.files) if sig else None,
+    }
+    if private and session is not None:
+        report = session.scalar(select(VettingReport).where(VettingReport.version_id == v.id))
+        out["vetting"] = (None if report is None else
+                          {"state": report.state.value, "started_at": _iso(report.started_at),
+                           "finished_at": _iso(report.finished_at)})
+        out["findings"] = list(report.findings or []) if report else []
     return out
 
 

@@ -6,6 +6,7 @@ audit entry in the same transaction as the change itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -16,6 +17,10 @@ from marketplace.models import GearVersion, User, VersionStatus
 from marketplace.registry.publish import version_state
 
 MAX_REASON = 2000
+
+#: Signs an approved version inside the approval's transaction (see
+#: :func:`marketplace.registry.signing.sign_version`).
+Signer = Callable[[Session, GearVersion], object]
 
 
 def _reason(reason: str | None, *, required: bool, what: str) -> str | None:
@@ -33,7 +38,7 @@ def _reason(reason: str | None, *, required: bool, what: str) -> str | None:
     return reason
 
 
-def _change(session: Session, actor: User, version: GearVersion, action: str,
+def _change(session: Session, actor: User | None, version: GearVersion, action: str,
             reason: str | None, apply: object) -> GearVersion:
     before = version_state(version)
     apply()  # type: ignore[operator]
@@ -45,8 +50,12 @@ def _change(session: Session, actor: User, version: GearVersion, action: str,
 
 
 def review(session: Session, actor: User, version: GearVersion, *, approve: bool,
-           reason: str | None) -> GearVersion:
-    """Approve or reject a pending version; a rejection needs a reason."""
+           reason: str | None, sign: Signer | None = None) -> GearVersion:
+    """Approve or reject a pending version; a rejection needs a reason.
+
+    An approval is signed by ``sign`` in the same transaction: a version is
+    never approved without its signature, nor signed without being approved.
+    """
     reason = _reason(reason, required=not approve, what="rejection")
     if version.status is not VersionStatus.pending:
         raise MarketplaceError(
@@ -62,6 +71,8 @@ def review(session: Session, actor: User, version: GearVersion, *, approve: bool
         version.reviewed_at = datetime.now(UTC)
         if approve:
             _refresh_gear(version)
+            if sign is not None:
+                sign(session, version)
 
     return _change(session, actor, version, "version.approve" if approve else "version.reject",
                    reason, apply)
@@ -97,3 +108,44 @@ def set_yanked(session: Session, actor: User, version: GearVersion, *, yanked: b
 
     return _change(session, actor, version, "version.yank" if yanked else "version.unyank",
                    reason, apply)
+
+
+def auto_approve(session: Session, version: GearVersion, *, reason: str,
+                 sign: Signer | None) -> GearVersion:
+    """Approval by the vetting pipeline itself (no actor); the caller has checked the
+    conditions (:func:`marketplace.vetting.jobs.auto_approval_refusal`). Does not commit:
+    it joins the transaction that records the vetting report."""
+    before = version_state(version)
+    version.status = VersionStatus.approved
+    version.review_reason = reason
+    version.reviewed_by_id = None
+    version.reviewed_at = datetime.now(UTC)
+    _refresh_gear(version)
+    if sign is not None:
+        sign(session, version)
+    audit.record(session, None, "version.auto_approve", "version",
+                 f"{version.gear.name}@{version.version}", before=before,
+                 after=version_state(version), reason=reason)
+    return version
+
+
+def set_quarantined(session: Session, actor: User, version: GearVersion, *, quarantined: bool,
+                    reason: str | None) -> GearVersion:
+    """Quarantine blocks a version from loading anywhere (through the signed kill list)
+    and from download; both directions need a reason, as both change what runs."""
+    reason = _reason(reason, required=True,
+                     what="quarantine" if quarantined else "release from quarantine")
+    if version.quarantined == quarantined:
+        raise MarketplaceError(
+            409, "invalid_state",
+            f"{version.gear.name} {version.version} is "
+            f"{'already' if quarantined else 'not'} quarantined",
+        )
+
+    def apply() -> None:
+        version.quarantined = quarantined
+        version.quarantine_reason = reason if quarantined else None
+
+    return _change(session, actor, version,
+                   "version.quarantine" if quarantined else "version.unquarantine", reason,
+                   apply)

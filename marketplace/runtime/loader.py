@@ -37,13 +37,16 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
 from gears_sdk.archive import MAX_ARCHIVE_BYTES, read_archive
 from gears_sdk.errors import ArchiveError, GearsError
+
+if TYPE_CHECKING:
+    from marketplace.runtime.signatures import PublicKeys, SignedManifest
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,8 @@ class LoaderError(GearsError):
     Codes: ``invalid_digest``, ``not_found``, ``download_failed``,
     ``registry_unavailable``, ``too_large``, ``sha256_mismatch``,
     ``invalid_archive``, ``manifest_mismatch``, ``cache_full``, ``cache_error``,
-    ``tampered``.
+    ``tampered``; signature checks add ``unsigned``, ``unknown_key``,
+    ``bad_signature`` and ``bad_key``.
     """
 
     code = "loader_error"
@@ -250,10 +254,23 @@ class GearCache:
         return data
 
     def load(self, name: str, version: str, sha256: str,
-             expected_file_hashes: dict[str, str] | None = None) -> Path:
+             expected_file_hashes: dict[str, str] | None = None, *,
+             signed: SignedManifest | None = None,
+             public_keys: PublicKeys | None = None) -> Path:
         """:meth:`fetch`, then :meth:`verify_tree`: what a worker start uses, so a
         cache entry changed since it was unpacked never runs. A tampered entry is
-        reported, not silently repaired: it is a security event."""
+        reported, not silently repaired: it is a security event.
+
+        With ``signed`` (the registry's signed manifest) the signature is checked
+        against ``public_keys`` first and the files against its signed hashes
+        (see :func:`marketplace.runtime.signatures.verified_load`)."""
+        if signed is not None:
+            if (signed.name, signed.version, signed.sha256) != (name, version, sha256):
+                raise LoaderError(f"the signed manifest names {signed.name} {signed.version} "
+                                  f"({signed.sha256}), not {name} {version} ({sha256})",
+                                  code="manifest_mismatch")
+            signed.verify(public_keys or {})
+            expected_file_hashes = signed.files
         path = self.fetch(name, version, sha256)
         self.verify_tree(sha256, expected_file_hashes)
         return path

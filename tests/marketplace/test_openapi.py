@@ -116,6 +116,7 @@ def test_real_responses_match_the_document(client, spec, make_user, make_publish
                       json={"reason": "no README"}))
     check("/api/v1/openapi.json", "get", client.get("/api/v1/openapi.json"))
     _walk_installations(client, check, make_user, make_workspace, make_token, admin_h)
+    _walk_trust(client, check, dev_h, admin_h)
 
     # Every documented operation was exercised at least once.
     documented = {(p, m) for p, ops in spec["paths"].items() for m in ops if m in HTTP_METHODS}
@@ -158,3 +159,25 @@ def _walk_installations(client, check, make_user, make_workspace, make_token, ad
     check(items + "/plan", "get", client.get(f"{url}/plan?gear=acme/hello", headers=h))
     check(one, "delete", client.delete(path, headers=h))
     check(one, "delete", client.delete(path, headers=h))  # 404
+
+
+def _walk_trust(client, check, dev_h, admin_h) -> None:
+    """Keys, the kill list, quarantine and re-vetting (acme/hello 1.0.0 is approved)."""
+    admin = "/api/v1/admin/gears/{publisher}/{name}/{version}"
+    url = "/api/v1/admin/gears/acme/hello/1.0.0"
+    check("/api/v1/keys", "get", client.get("/api/v1/keys"))
+    check(admin + "/quarantine", "post", client.post(url + "/quarantine", headers=dev_h,
+                                                      json={"reason": "x"}))  # 403
+    check(admin + "/quarantine", "post", client.post(url + "/quarantine", headers=admin_h,
+                                                      json={}))  # 422
+    check(admin + "/quarantine", "post", client.post(url + "/quarantine", headers=admin_h,
+                                                      json={"reason": "steals data"}))
+    check("/api/v1/killlist", "get", client.get("/api/v1/killlist"))
+    check(admin + "/unquarantine", "post", client.post(url + "/unquarantine", headers=admin_h,
+                                                        json={"reason": "false alarm"}))
+    check(admin + "/unquarantine", "post", client.post(url + "/unquarantine", headers=admin_h,
+                                                        json={"reason": "again"}))  # 409
+    check(admin + "/revet", "post", client.post(url + "/revet", headers=admin_h))
+    check(admin + "/revet", "post", client.post(url + "/revet", headers=dev_h))  # 403
+    check("/api/v1/gears/{publisher}/{name}/{version}", "get",
+          client.get("/api/v1/gears/acme/hello/1.0.0", headers=admin_h))

@@ -1,0 +1,216 @@
+"""The vetting queue: enqueue on publish, claim atomically, run, record, retry when stale.
+
+Claiming is one conditional ``UPDATE … WHERE id = ? AND (state = 'queued' OR
+(state = 'running' AND claimed_at < cutoff))``: the database lets exactly
+one transaction change the row, so two workers (threads, processes or
+replicas) never run the same job. Each claim carries a fresh token in
+``claimed_by``, and results are only written by a second conditional
+``UPDATE`` that still matches that token: a worker that was presumed dead
+(its claim went stale and another worker re-claimed the job) cannot
+overwrite the newer run's report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from gears_sdk.archive import read_archive
+from gears_sdk.versions import Version
+from marketplace.db import utcnow
+from marketplace.models import GearVersion, VersionStatus
+from marketplace.vetting.context import SandboxOptions, VetContext
+from marketplace.vetting.findings import finding, rank
+from marketplace.vetting.models import JobState, VettingJob, VettingReport
+from marketplace.vetting.pipeline import run_checks
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=10)
+MAX_ATTEMPTS = 3
+
+
+class Approver(Protocol):
+    """Auto-approves (and signs) a version inside the caller's transaction."""
+
+    def __call__(self, session: Session, version: GearVersion, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    version_id: int
+    token: str
+    attempt: int
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def enqueue(session: Session, version: GearVersion) -> VettingJob:
+    """Queue a vetting run for ``version`` and reset its report to ``queued``; the caller
+    commits (publish does so together with the version row)."""
+    job = VettingJob(version_id=version.id, state=JobState.queued)
+    session.add(job)
+    report = session.scalar(select(VettingReport).where(VettingReport.version_id == version.id))
+    if report is None:
+        report = VettingReport(version_id=version.id)
+        session.add(report)
+    report.state, report.findings = JobState.queued, []
+    report.started_at = report.finished_at = None
+    return job
+
+
+def claim(session: Session, worker: str | None = None, *, stale_after: timedelta = STALE_AFTER,
+          max_attempts: int = MAX_ATTEMPTS, now: datetime | None = None) -> Claim | None:
+    """Claim the oldest runnable job, or ``None``. Commits."""
+    now = now or utcnow()
+    cutoff = now - stale_after
+    _give_up_exhausted(session, cutoff, max_attempts)
+    runnable = or_(VettingJob.state == JobState.queued,
+                   and_(VettingJob.state == JobState.running, VettingJob.claimed_at < cutoff))
+    candidates = session.scalars(
+        select(VettingJob.id).where(runnable, VettingJob.attempts < max_attempts)
+        .order_by(VettingJob.created_at, VettingJob.id).limit(10)).all()
+    session.rollback()
+    for job_id in candidates:
+        token = f"{worker or worker_name()}:{uuid.uuid4().hex[:12]}"
+        result = session.execute(
+            update(VettingJob).where(VettingJob.id == job_id, runnable,
+                                     VettingJob.attempts < max_attempts)
+            .values(state=JobState.running, claimed_at=now, claimed_by=token,
+                    attempts=VettingJob.attempts + 1)
+            .execution_options(synchronize_session=False))
+        session.commit()
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            job = session.get(VettingJob, job_id, populate_existing=True)
+            assert job is not None
+            return Claim(job_id, job.version_id, token, job.attempts)
+    return None
+
+
+def _give_up_exhausted(session: Session, cutoff: datetime, max_attempts: int) -> None:
+    """Stale runs out of attempts: the job errors and the report says so (still pending)."""
+    stale = session.scalars(select(VettingJob).where(
+        VettingJob.state == JobState.running, VettingJob.claimed_at < cutoff,
+        VettingJob.attempts >= max_attempts)).all()
+    for job in stale:
+        _record(session, job, [finding("scanner_error", f"vetting did not finish after "
+                                       f"{job.attempts} attempts; an admin must review by "
+                                       "hand or re-run it").to_dict()], JobState.error,
+                "gave up: stale after the last attempt")
+    session.commit()
+
+
+def finish(session: Session, claim_: Claim, findings: list[dict[str, Any]],
+           approver: Approver | None = None, *, error: str | None = None) -> bool:
+    """Record the result if the claim is still ours; auto-approve when allowed. Commits.
+
+    Returns ``False`` (and writes nothing) when the claim was lost.
+    """
+    state = JobState.error if error else JobState.done
+    result = session.execute(
+        update(VettingJob).where(VettingJob.id == claim_.job_id,
+                                 VettingJob.claimed_by == claim_.token,
+                                 VettingJob.state == JobState.running)
+        .values(state=state, finished_at=utcnow(), error=error)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        log.warning("vetting job %s: claim %s was lost; result discarded", claim_.job_id,
+                    claim_.token)
+        return False
+    job = session.get(VettingJob, claim_.job_id, populate_existing=True)
+    assert job is not None
+    report = _record(session, job, findings, state, error)
+    if approver is not None and report.state is JobState.done:
+        version = job.version
+        why = auto_approval_refusal(version, findings)
+        if why is None:
+            approver(session, version, "auto-approved: verified publisher, no finding above "
+                     "info, no new capabilities")
+    session.commit()
+    return True
+
+
+def _record(session: Session, job: VettingJob, findings: list[dict[str, Any]],
+            state: JobState, error: str | None) -> VettingReport:
+    report = session.scalar(select(VettingReport).where(VettingReport.version_id ==
+                                                        job.version_id))
+    if report is None:
+        report = VettingReport(version_id=job.version_id)
+        session.add(report)
+    has_scanner_error = any(f.get("code") == "scanner_error" for f in findings)
+    report.state = JobState.error if (error or has_scanner_error) else state
+    report.findings = findings
+    report.started_at, report.finished_at = job.claimed_at, utcnow()
+    job.state = state
+    job.error = error
+    return report
+
+
+def auto_approval_refusal(version: GearVersion, findings: list[dict[str, Any]]) -> str | None:
+    """Why ``version`` may not be auto-approved, or ``None`` when it may: a verified
+    publisher, still pending, every finding ``info``, and no capability growth."""
+    if version.status is not VersionStatus.pending:
+        return f"it is {version.status.value}"
+    if not version.gear.publisher.verified:
+        return "the publisher is not verified"
+    above = [f["code"] for f in findings if rank(str(f.get("severity"))) > rank("info")]
+    if above:
+        return "findings above info: " + ", ".join(sorted(set(above)))
+    if any(f.get("code") == "capabilities_added" for f in findings):
+        return "it asks for new capabilities"
+    return None
+
+
+def last_approved(version: GearVersion) -> GearVersion | None:
+    """The newest approved version of the same gear other than ``version``."""
+    approved = [v for v in version.gear.versions
+                if v.status is VersionStatus.approved and v.id != version.id]
+    return max(approved, key=lambda v: Version.parse(v.version), default=None)
+
+
+def vet_version(version: GearVersion, data: bytes, sandbox: SandboxOptions
+                ) -> list[dict[str, Any]]:
+    """Every check on ``version``'s archive bytes."""
+    archive = read_archive(data)
+    previous = last_approved(version)
+    ctx = VetContext(archive=archive,
+                     previous_manifest=previous.manifest if previous else None,
+                     previous_version=previous.version if previous else None, sandbox=sandbox)
+    return run_checks(ctx)
+
+
+def run_claim(session: Session, store: Any, claim_: Claim, sandbox: SandboxOptions,
+              approver: Approver | None = None, *, max_attempts: int = MAX_ATTEMPTS) -> bool:
+    """Run a claimed job to the end. A failure outside the checks (storage, a damaged
+    blob) requeues the job until its attempts run out, then records ``scanner_error``."""
+    version = session.get(GearVersion, claim_.version_id)
+    try:
+        if version is None:
+            raise LookupError(f"version {claim_.version_id} no longer exists")
+        findings = vet_version(version, store.read(version.sha256), sandbox)
+    except Exception as exc:  # recorded, never swallowed
+        log.exception("vetting job %s failed", claim_.job_id)
+        session.rollback()
+        message = f"{type(exc).__name__}: {exc}"[:1000]
+        if claim_.attempt < max_attempts:
+            session.execute(update(VettingJob).where(
+                VettingJob.id == claim_.job_id, VettingJob.claimed_by == claim_.token)
+                .values(state=JobState.queued, error=message)
+                .execution_options(synchronize_session=False))
+            session.commit()
+            return False
+        return finish(session, claim_, [finding("scanner_error", f"vetting failed: "
+                                                f"{message}").to_dict()], error=message)
+    return finish(session, claim_, findings, approver)
