@@ -1,0 +1,70 @@
+"""schemathesis against the served OpenAPI document: no 5xx, and every response conforms.
+
+Bounded for CI: ``GEARS_FUZZ_EXAMPLES`` examples per operation (25 by default),
+derandomized so a run is repeatable. Requests carry an admin token, so every
+operation gets past authentication and its input handling is what is tested;
+schemathesis also replays requests without it to check that authentication is
+not ignored.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from tests.sdk.malicious import gear_zip
+
+EXAMPLES = int(os.environ.get("GEARS_FUZZ_EXAMPLES", "25"))
+
+#: Checks that cannot apply to an operation, and why.
+NOT_APPLICABLE = {
+    # Any string is a schema-valid "file", but only a real .gear archive is accepted:
+    # what makes an archive valid cannot be written as a JSON Schema.
+    ("/api/v1/gears", "post"): [positive_data_acceptance],
+}
+
+
+@pytest.fixture(scope="module")
+def fuzz_registry(registry):
+    """The module registry with an approved gear and one installation to aim at."""
+    data = gear_zip(manifest={"name": "acme/hello", "version": "1.0.0"})
+    assert registry.publish(data).status_code == 201
+    admin = registry.headers("admin")
+    assert registry.client.post("/api/v1/admin/gears/acme/hello/1.0.0/approve",
+                                headers=admin).status_code == 200
+    resp = registry.client.post("/api/v1/workspaces/shop/installations", headers=admin,
+                                json={"gear": "acme/hello", "consent": True})
+    assert resp.status_code == 201, resp.get_json()
+    return registry
+
+
+def _operations() -> list[tuple[str, str]]:
+    from marketplace.openapi import document
+
+    return [(path, method) for path, ops in document()["paths"].items() for method in ops
+            if method in {"get", "post", "put", "patch", "delete"}]
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_registry):
+    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", fuzz_registry.app)
+
+
+@pytest.mark.parametrize(("path", "method"), _operations(),
+                         ids=[f"{m.upper()} {p}" for p, m in _operations()])
+def test_api_conforms(api_schema, fuzz_registry, path, method):
+    operation = api_schema[path][method]
+    headers = fuzz_registry.headers("admin")
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def run(case):
+        case.call_and_validate(headers=headers,
+                               excluded_checks=NOT_APPLICABLE.get((path, method), []))
+
+    run()
