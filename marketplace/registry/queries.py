@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from gears_sdk.versions import Version
@@ -127,11 +127,17 @@ def get_gear(session: Session, publisher: str, name: str) -> Gear | None:
     )
 
 
+# Built once: every download looks a version up by name, and building the
+# statement cost more than running it.
+_VERSION_BY_NAME = (
+    select(GearVersion).join(Gear, GearVersion.gear_id == Gear.id)
+    .where(Gear.name == bindparam("gear_name"), GearVersion.version == bindparam("version"))
+)
+
+
 def get_version(session: Session, publisher: str, name: str, version: str) -> GearVersion | None:
-    return session.scalar(
-        select(GearVersion).join(Gear, GearVersion.gear_id == Gear.id)
-        .where(Gear.name == f"{publisher}/{name}", GearVersion.version == version)
-    )
+    return session.scalar(_VERSION_BY_NAME,
+                          {"gear_name": f"{publisher}/{name}", "version": version})
 
 
 # ---------------------------------------------------------------------------
