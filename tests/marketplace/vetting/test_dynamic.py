@@ -1,0 +1,126 @@
+"""The dynamic test: real gears in the production sandbox, with generated input."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketplace.runtime.sandbox import probe_sandbox_level
+from marketplace.vetting.checks.dynamic import check_dynamic
+from marketplace.vetting.context import SandboxOptions
+from tests.marketplace.vetting.conftest import codes
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
+
+# The host's best level, accepted whatever it is, so the test runs on every CI host;
+# production keeps GEARS_SANDBOX_MIN_LEVEL (strict on Linux).
+SANDBOX = SandboxOptions(min_level="dev-unsafe")
+
+EXTENSION_OK = '''
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_on_event(event, profile, config, ctx):
+    return {"increment": {"traits.events_seen": 1}}
+'''
+
+WRITES_OUTSIDE = '''
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_on_event(event, profile, config, ctx):
+    return {"set": {"traits.vip": True}}
+'''
+
+RAISES = '''
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    return {"html": "<p>" + content["title"] + "</p>"}
+'''
+
+SLEEPS = '''
+import time
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    time.sleep(5)
+'''
+
+WRITES_FILE = '''
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    with open("/etc/gears-pwned", "w") as fh:
+        fh.write("x")
+'''
+
+FAILS_IMPORT = '''
+import this_module_does_not_exist
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    return None
+'''
+
+
+def test_good_template_runs_clean(vet_ctx):
+    (f,) = check_dynamic(vet_ctx(sandbox=SANDBOX))
+    assert f.code == "sandbox_ok", f
+    assert probe_sandbox_level().level in f.message
+
+
+def test_good_extension_runs_clean(vet_ctx):
+    (f,) = check_dynamic(vet_ctx("acme/counter", kind="extension", module_source=EXTENSION_OK,
+                                 sandbox=SANDBOX))
+    assert f.code == "sandbox_ok", f
+
+
+def test_patch_outside_the_write_set_is_reported(vet_ctx):
+    found = check_dynamic(vet_ctx("acme/sneaky", kind="extension", module_source=WRITES_OUTSIDE,
+                                  sandbox=SANDBOX))
+    assert codes(found) == ["dynamic_patch_refused"]
+    assert "traits.vip" in found[0].message
+
+
+def test_hook_error_on_generated_input(vet_ctx):
+    found = check_dynamic(vet_ctx(module_source=RAISES, sandbox=SANDBOX))
+    assert codes(found) == ["dynamic_hook_error"]
+    assert "KeyError" in found[0].message
+
+
+def test_timeout(vet_ctx):
+    found = check_dynamic(vet_ctx(module_source=SLEEPS, limits={"timeout_ms": 200},
+                                  sandbox=SANDBOX))
+    assert "dynamic_timeout" in codes(found)
+
+
+def test_sandbox_refuses_writing_outside_the_scratch_dir(vet_ctx):
+    if probe_sandbox_level().level == "dev-unsafe":
+        pytest.skip("dev-unsafe confines no file system access")
+    found = check_dynamic(vet_ctx(module_source=WRITES_FILE, sandbox=SANDBOX))
+    assert codes(found) == ["dynamic_permission_denied"], found
+
+
+def test_gear_that_cannot_load(vet_ctx):
+    found = check_dynamic(vet_ctx(module_source=FAILS_IMPORT, sandbox=SANDBOX))
+    assert codes(found) == ["dynamic_load_failed"]
+    assert "this_module_does_not_exist" in found[0].message
+
+
+def test_sandbox_unavailable_is_a_finding_not_a_pass(vet_ctx):
+    # Asking for more isolation than any host offers is how an unusable sandbox looks.
+    found = check_dynamic(vet_ctx(sandbox=SandboxOptions(level="strict", min_level="strict")))
+    if probe_sandbox_level().level == "strict":
+        assert codes(found) == ["sandbox_ok"]
+        found = check_dynamic(vet_ctx(sandbox=SandboxOptions(level="no-such-level")))
+    assert codes(found) == ["sandbox_unavailable"]
+    assert found[0].severity == "high"
+
+
+def test_turned_off_is_reported_too(vet_ctx):
+    (f,) = check_dynamic(vet_ctx(sandbox=SandboxOptions(enabled=False)))
+    assert f.code == "sandbox_unavailable"
