@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,40 @@ def handle_unexpected(exc: Exception) -> Response:
                    "the server hit an unexpected error; it has been logged", [])
 
 
+#: Seconds a client is asked to wait after a database outage or lock contention.
+DATABASE_RETRY_AFTER = 2
+
+#: Words in a driver's message that mean "another writer holds the lock".
+_BUSY_WORDS = ("database is locked", "database table is locked", "lock timeout",
+               "could not obtain lock", "deadlock detected", "could not serialize")
+
+
+def handle_database_error(exc: sa_exc.SQLAlchemyError) -> Response:
+    """The database is down, unreachable or locked: a retryable 503, never a 500.
+
+    SQLite reports a writer that held its lock past the busy timeout as
+    ``database is locked``; PostgreSQL reports lock and serialization timeouts
+    and deadlocks. Anything else operational (refused connection, server gone
+    away, pool exhausted) is ``database_unavailable``. Whatever the request
+    had changed was rolled back with its session, so retrying is safe.
+    """
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    busy = any(word in text for word in _BUSY_WORDS)
+    log.warning("database %s on %s %s: %s", "busy" if busy else "unavailable", request.method,
+                request.path, text.splitlines()[0] if text else type(exc).__name__)
+    if busy:
+        return _render(503, "database_busy", "the database is busy with other writes; "
+                       "nothing was changed, try again in a moment", [],
+                       {"Retry-After": str(DATABASE_RETRY_AFTER)})
+    return _render(503, "database_unavailable", "the database is unavailable; nothing was "
+                   "changed, try again later", [], {"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
 def init_app(app: Flask) -> None:
     """Install the handlers that give every error its JSON or HTML shape."""
     app.register_error_handler(MarketplaceError, handle_marketplace_error)
+    for db_error in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                     sa_exc.TimeoutError):
+        app.register_error_handler(db_error, handle_database_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
