@@ -13,6 +13,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+# The runtime's fixtures (gear directories, installations, runtimes), for the worker faults.
+from tests.marketplace.runtime.conftest import (  # noqa: F401
+    installation,
+    make_gear,
+    runtime_factory,
+)
+
 
 @dataclass
 class Registry:
