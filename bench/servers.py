@@ -26,7 +26,6 @@ import requests
 
 from bench import peers
 from bench.gears import gear_archive
-from marketplace.server import default_workers
 from bench.util import (
     BenchError,
     free_port,
@@ -35,6 +34,7 @@ from bench.util import (
     server_process,
     wait_http,
 )
+from marketplace.server import default_workers
 
 PASSWORD = "bench-password"
 #: Bytes of random data inside every uploaded package (packages come out at about 20 KB).
@@ -361,7 +361,7 @@ class Verdaccio(Subject):
             "_id": name, "name": name, "description": manifest["description"],
             "dist-tags": {"latest": "1.0.0"},
             "versions": {"1.0.0": {**manifest, "_id": f"{name}@1.0.0", "dist": {
-                "shasum": hashlib.sha1(tgz).hexdigest(),  # noqa: S324 - npm's own field
+                "shasum": hashlib.sha1(tgz).hexdigest(),
                 "tarball": f"{self.url}/{name}/-/{filename}"}}},
             "_attachments": {filename: {"content_type": "application/octet-stream",
                                         "data": base64.b64encode(tgz).decode(),
