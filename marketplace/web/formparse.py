@@ -158,7 +158,8 @@ def attach_errors(fields: list[FormField], problems: list[Problem]) -> list[str]
         target = by_path.get(path)
         message = prefix + problem.get("message", "is not valid")
         if target is None:
-            leftover.append(message if path == "$" else f"{problem.get('path')}: {message}")
+            original = problem.get("path") or "$"
+            leftover.append(message if original == "$" else f"{original}: {message}")
         elif message not in target.errors:
             target.errors.append(message)
     return leftover

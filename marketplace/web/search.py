@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Subquery,
     and_,
     column,
     exists,
@@ -174,7 +175,7 @@ def _order(stmt: Select[Any], sort: str, rank: Any | None) -> Select[Any]:
         return stmt.order_by(Gear.title, Gear.name)
     if rank is None:
         return stmt.order_by(Gear.install_count.desc(), Gear.name)
-    if hasattr(rank, "c"):  # the FTS5 subquery: join it for its rank column
+    if isinstance(rank, Subquery):  # the FTS5 subquery: join it for its rank column
         return stmt.join(rank, rank.c.gear_id == Gear.id).order_by(
             rank.c.rank.desc(), Gear.install_count.desc(), Gear.name)
     return stmt.order_by(rank.desc(), Gear.install_count.desc(), Gear.name)

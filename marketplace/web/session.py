@@ -105,5 +105,9 @@ def login_required(view: F) -> F:
 
 
 def init_app(app: Flask) -> None:
+    # Flask's own defaults leave SameSite unset; a sign-in cookie must never ride along
+    # on cross-site POSTs (CSRF tokens are the second line of defence).
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.jinja_env.globals["current_user"] = current_user
     app.jinja_env.globals["is_admin"] = is_admin

@@ -35,7 +35,7 @@ def gear_read(stream, config, cursor, ctx):
     return {"records": [], "cursor": cursor}
 """
 
-PASSWORD = "correct horse battery staple"  # noqa: S105
+PASSWORD = "correct horse battery staple"
 
 CONFIG_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -1,0 +1,112 @@
+"""Catalog pages through the test client: home, search with facets and paging, gear pages
+with sanitized READMEs, and what anonymous visitors may not see."""
+
+# ruff: noqa: F811  (fixtures imported from web_support are redefined as parameters)
+from __future__ import annotations
+
+import re
+
+from marketplace.web.readme import render_markdown
+from tests.marketplace.web_support import (  # noqa: F401
+    CONFIG_SCHEMA,
+    admin,
+    business,
+    publish_gear,
+    signed_in,
+)
+
+
+def html(resp):
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:2000]
+    return resp.get_data(as_text=True)
+
+
+def test_pages_share_one_accessible_layout(client, publish_gear):
+    publish_gear("acme/hello")
+    for path in ("/", "/search", "/gears/acme/hello", "/login"):
+        resp = client.get(path)
+        page = html(resp)
+        assert '<html lang="en">' in page
+        assert page.count("<h1") == 1
+        assert 'class="skip-link" href="#content"' in page and 'id="content"' in page
+        assert "style=" not in page and "<script>" not in page
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+
+
+def test_home_lists_categories_newest_and_most_installed(client, publish_gear):
+    publish_gear("acme/one", categories=["scoring", "email"])
+    publish_gear("acme/two", categories=["scoring"], kind="extension")
+    publish_gear("acme/hidden", approve=False, categories=["secret-cat"])
+    page = html(client.get("/"))
+    assert re.search(r"scoring <span class=\"count\">2</span>", page)
+    assert "secret-cat" not in page and "acme/hidden" not in page
+    assert "Newest gears" in page and "Most installed" in page
+
+
+def test_search_facets_sort_and_pages(client, publish_gear):
+    for i in range(23):
+        publish_gear(f"acme/gear-{i:02d}", kind="extension" if i % 2 else "template",
+                     summary=f"Recommends products, number {i}.",
+                     categories=["recs"] if i < 5 else ["misc"])
+    publish_gear("globex/other", summary="Something else entirely.")
+    page = html(client.get("/search?q=recommend&sort=name"))
+    assert "23 gears" in page
+    assert page.count('class="card gear-card"') == 20 and "Page 1 of 2" in page
+    assert "acme/gear-00" in page and "acme/gear-22" not in page
+    page2 = html(client.get("/search?q=recommend&sort=name&page=2"))
+    assert page2.count('class="card gear-card"') == 3 and "acme/gear-22" in page2
+    facets = html(client.get("/search?q=recommend&kind=extension"))
+    assert "11 gears" in facets
+    assert re.search(r"Template <span class=\"count\">12</span>", facets)  # other kind still counted
+    assert re.search(r"recs <span class=\"count\">2</span>", facets)
+    assert "5 gears" in html(client.get("/search?category=recs"))
+    assert "1 gear" in html(client.get("/search?publisher=globex"))
+    assert "No gears match" in html(client.get("/search?q=zzzz"))
+    hostile = html(client.get('/search?q=%22%29+OR+*+NEAR(+recommend&sort=bogus&page=x'))
+    assert "No gears match" in hostile  # full-text syntax is never passed through
+
+
+def test_gear_page_shows_versions_permissions_config_and_changelog(client, publish_gear):
+    publish_gear("acme/sync", "1.0.0", "connector", config_schema=CONFIG_SCHEMA,
+                 changelog="CHANGES.md", files={"CHANGES.md": "## 1.0.0\n\n- first\n"})
+    publish_gear("acme/sync", "1.1.0", "connector", config_schema=CONFIG_SCHEMA)
+    publish_gear("acme/sync", "2.0.0-beta.1", "connector", approve=False)
+    page = html(client.get("/gears/acme/sync"))
+    assert "Version 1.1.0" in page and "2.0.0-beta.1" not in page
+    assert "Send requests to api.shop.example" in page
+    assert "API URL" in page and "secret" in page and "Where the shop&#39;s API lives." in page
+    old = html(client.get("/gears/acme/sync/1.0.0"))
+    assert "newest is" in old and "Changelog" in old and "<li>first</li>" in old
+    assert client.get("/gears/acme/sync/2.0.0-beta.1").status_code == 404
+    assert client.get("/gears/acme/nope").status_code == 404
+
+
+def test_yanked_version_is_badged_and_not_installable(client, publish_gear, session, admin):
+    from marketplace.registry import states
+
+    publish_gear("acme/y", "1.0.0")
+    v2 = publish_gear("acme/y", "1.1.0")
+    states.set_yanked(session, admin, v2, yanked=True, reason="broken defaults")
+    page = html(client.get("/gears/acme/y/1.1.0"))
+    assert "Yanked" in page and "broken defaults" in page and "cannot be installed" in page
+
+
+def test_readme_is_sanitized():
+    out = str(render_markdown(
+        "# Title\n\n<script>alert(1)</script>\n<img src=x onerror=alert(1)>\n\n"
+        "[a](javascript:alert(1)) [b](https://ok.example) <a href=\"/x\" onclick=\"e()\">c</a>\n\n"
+        "<iframe src=\"https://evil\"></iframe><style>p{}</style><p style=\"color:red\">s</p>"))
+    assert "<script" not in out and "onerror" not in out and "onclick" not in out
+    assert 'href="javascript' not in out and "<iframe" not in out and "<style" not in out
+    assert "style=" not in out
+    assert '<h2>Title</h2>' in out and "<h1" not in out
+    assert 'href="https://ok.example" rel="nofollow noopener noreferrer"' in out
+
+
+def test_readme_with_markup_reaches_the_page_escaped(client, publish_gear):
+    publish_gear("acme/x", title="<b>Bold</b> title", summary="<script>x()</script>",
+                 readme="Hi <script>x()</script>")
+    page = html(client.get("/gears/acme/x"))
+    assert "&lt;b&gt;Bold&lt;/b&gt; title" in page
+    assert "&lt;script&gt;x()&lt;/script&gt;" in page
+    assert "<script>x()" not in page
