@@ -27,6 +27,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "marketplace.workspaces",
     "marketplace.vetting",
     "marketplace.web",
+    "marketplace.admin",
     "marketplace.engine",
 )
 
@@ -62,7 +63,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Never let the Flask session cookie leave over plain HTTP when served over HTTPS.
     base_url = settings.get("BASE_URL") or ""
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Flask ships SESSION_COOKIE_SAMESITE=None, so setdefault would never apply.
+    app.config["SESSION_COOKIE_SAMESITE"] = settings.get("SESSION_COOKIE_SAMESITE") or "Lax"
     app.config["SESSION_COOKIE_SECURE"] = base_url.startswith("https://")
 
     errors.init_app(app)
