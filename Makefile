@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint bench clean system-deps venv
+.PHONY: run test lint bench bench-deps clean system-deps venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Gears needs Python 3.11 or newer (found %s)" % sys.version.split()[0])'
@@ -38,7 +38,13 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gears_sdk marketplace tests example_gears bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-test
+# Benchmark-only tools (wrk, Node.js for verdaccio); the test suite never needs them.
+bench-deps:
+	@bash scripts/install-bench-deps.sh
+
+# The peers are installed by the benchmark itself into bench/.peers-venv and
+# bench/.peers-node, never into $(VENV). BENCH_ARGS: --quick, --only SECTION.
+bench: $(VENV)/.installed-test bench-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
