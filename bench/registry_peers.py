@@ -102,7 +102,9 @@ def _describe(sec: Section, size: RegistrySize, subs: list[Subject]) -> None:
         "Gears: `.gear` archives `POST /api/v1/gears` with a publish token (the archive is "
         "read and validated and the blob stored before the 201; review happens later, off "
         "the request path); pypiserver and devpi: sdists through the upload API twine uses "
-        "(`:action=file_upload`, basic auth); verdaccio: the `npm publish` request (`PUT "
+        "(`:action=file_upload`; pypiserver with basic auth, devpi with the login token "
+        "`devpi upload` sends, since its basic auth runs a deliberately slow password hash "
+        "per request); verdaccio: the `npm publish` request (`PUT "
         "/<name>` with the tarball attached as base64, bearer token)",
         f"download: {tool} at concurrency {size.download_concurrency} for "
         f"{size.download_seconds:g} s against one package file per server, anonymous; Gears "

@@ -276,7 +276,10 @@ class Devpi(Subject):
         return [sdist(f"bench-{tag}-{i}", FILLER) for i in range(n)]
 
     def upload(self, session: requests.Session, p: Payload) -> None:
-        legacy_upload(session, f"{self.url}/bench/dev/", p, auth=("bench", PASSWORD))
+        # The login token, as `devpi upload` sends it: basic auth would run devpi's
+        # deliberately slow password hash on every upload.
+        legacy_upload(session, f"{self.url}/bench/dev/", p,
+                      headers={"X-Devpi-Auth": self.auth["X-Devpi-Auth"]})
         self.first = self.first or p
 
     def download_url(self) -> str:
