@@ -35,18 +35,18 @@ TITLES = {
 def _runner(name: str, quick: bool) -> Callable[[], Section]:
     """The section's entry point, imported only when it runs."""
     if name == "registry":
-        from bench import registry_peers
+        import bench.registry_peers as registry_peers
 
         return lambda: registry_peers.run(registry_peers.RegistrySize.quick() if quick else None)
     if name == "search":
-        from bench import search
+        import bench.search as search
 
         return lambda: search.run(search.SearchSize.quick() if quick else None)
     if name == "sandbox":
-        from bench import sandbox
+        import bench.sandbox as sandbox
 
         return lambda: sandbox.run(sandbox.SandboxSize.quick() if quick else None)
-    from bench import engine
+    import bench.engine as engine
 
     return lambda: engine.run(engine.EngineSize.quick() if quick else None)
 

@@ -82,13 +82,14 @@ def python_load(url: str, *, concurrency: int, seconds: float) -> LoadResult:
     """``concurrency`` threads, each with one keep-alive connection, GETting ``url``."""
     require_loopback(url)
     parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     stop_at = time.monotonic() + seconds
     counts = [0] * concurrency
     errors = [0] * concurrency
 
     def worker(i: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn = http.client.HTTPConnection(host, parts.port, timeout=10)
         while time.monotonic() < stop_at:
             try:
                 conn.request("GET", target)
@@ -100,7 +101,7 @@ def python_load(url: str, *, concurrency: int, seconds: float) -> LoadResult:
             except (OSError, http.client.HTTPException):
                 errors[i] += 1
                 conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+                conn = http.client.HTTPConnection(host, parts.port, timeout=10)
         conn.close()
 
     t0 = time.monotonic()

@@ -152,7 +152,7 @@ def _goals(sec: Section, rows: dict[tuple[str, str], Row], subs: list[Subject], 
     def fastest(metric: str) -> tuple[str, float] | None:
         measured = [(n, rows[(metric, n)].median) for n in peer_names]
         best = [(n, m) for n, m in measured if m]
-        return max(best, key=lambda x: x[1]) if best else None  # type: ignore[return-value,arg-type]
+        return max(best, key=lambda x: x[1]) if best else None
 
     for metric, factor, label in ((down, 1.5, "download req/s"),
                                   (seq, 1.0, "publish uploads/s, sequential"),

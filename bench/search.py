@@ -94,9 +94,10 @@ def fill_catalog(app: Any, n: int, seed: int = 7) -> list[str]:
         publishers = [{"name": f"pub{p:03d}", "display_name": f"Publisher {p}"}
                       for p in range(100)]
         session.execute(insert(Publisher), publishers)
-        ids = dict(session.execute(
-            Publisher.__table__.select().with_only_columns(Publisher.name, Publisher.id)).all())
-        gears, names = [], []
+        ids: dict[str, int] = {name: pid for name, pid in session.execute(
+            Publisher.__table__.select().with_only_columns(Publisher.name, Publisher.id))}
+        gears: list[dict[str, Any]] = []
+        names: list[str] = []
         for i in range(n):
             words = rng.sample(VOCABULARY, 3)
             pub = f"pub{i % 100:03d}"
@@ -128,13 +129,11 @@ def fill_catalog(app: Any, n: int, seed: int = 7) -> list[str]:
     return names
 
 
-def _latencies(fn: Callable[[], object], rounds: int) -> list[float]:
-    out = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
+def _timed(fn: Callable[..., object], *args: Any) -> float:
+    """Milliseconds one call of ``fn(*args)`` took."""
+    t0 = time.perf_counter()
+    fn(*args)
+    return (time.perf_counter() - t0) * 1000.0
 
 
 def _add(rows: dict[str, Row], metric: str, subject: str, lat: list[float]) -> None:
@@ -211,7 +210,8 @@ def _in_process(app: Any, size: SearchSize, rows: dict[str, Row],
     from marketplace.web.search import CatalogQuery, search
 
     viewer = queries.Viewer()
-    web_queries = [CatalogQuery(**p) for _, p in QUERIES]  # type: ignore[arg-type]
+    web_queries = [CatalogQuery(q=p.get("q", ""), kind=p.get("kind", ""),
+                                category=p.get("category", "")) for _, p in QUERIES]
     api_queries = [queries.SearchQuery(q=p.get("q", ""), kind=p.get("kind"),
                                        category=p.get("category")) for _, p in QUERIES]
     by_label: dict[str, list[float]] = {}
@@ -223,11 +223,10 @@ def _in_process(app: Any, size: SearchSize, rows: dict[str, Row],
             api_lat: list[float] = []
             for _ in range(size.rounds):
                 for (label, _), wq, aq in zip(QUERIES, web_queries, api_queries, strict=True):
-                    one = _latencies(lambda q=wq, s=session: search(s, q, viewer), 1)
-                    web_lat += one
-                    by_label.setdefault(label, []).extend(one)
-                    api_lat += _latencies(lambda q=aq, s=session: queries.search_gears(s, q, viewer),
-                                          1)
+                    one = _timed(search, session, wq, viewer)
+                    web_lat.append(one)
+                    by_label.setdefault(label, []).append(one)
+                    api_lat.append(_timed(queries.search_gears, session, aq, viewer))
                 session.expire_all()
         _add(rows, "search", "search() in-process", web_lat)
         _add(rows, "search", "search_gears() in-process", api_lat)
@@ -244,7 +243,7 @@ def _over_http(stack: ExitStack, tmp: Path, env: dict[str, str], names: list[str
     proc = stack.enter_context(server_process(
         [sys.executable, "-m", "marketplace.cli", "serve", "--host", "127.0.0.1", "--port",
          str(port)], log=log, env=env, cwd=tmp))
-    wait_http(f"{url}/healthz", process=proc, log=log)  # type: ignore[arg-type]
+    wait_http(f"{url}/healthz", process=proc, log=log)
     http = requests.Session()
     rng = random.Random(11)
 
@@ -263,10 +262,10 @@ def _over_http(stack: ExitStack, tmp: Path, env: dict[str, str], names: list[str
         for _ in range(size.http_rounds):
             for _, params in QUERIES:
                 qs = f"?{urlencode(params)}" if params else ""
-                page_lat += _latencies(lambda qs=qs: get(f"/search{qs}"), 1)
-                api_lat += _latencies(lambda qs=qs: get(f"/api/v1/gears{qs}"), 1)
+                page_lat.append(_timed(get, f"/search{qs}"))
+                api_lat.append(_timed(get, f"/api/v1/gears{qs}"))
         _add(rows, "search", "GET /search (HTTP)", page_lat)
         _add(rows, "search", "GET /api/v1/gears (HTTP)", api_lat)
         picks = [rng.choice(names) for _ in range(size.pages)]
-        gear_lat = [x for n in picks for x in _latencies(lambda n=n: get(f"/gears/{n}"), 1)]
+        gear_lat = [_timed(get, f"/gears/{n}") for n in picks]
         _add(rows, "gear page", "GET /gears/<p>/<n> (HTTP)", gear_lat)

@@ -129,7 +129,7 @@ class Gears(Subject):
         proc = stack.enter_context(server_process(
             [*cli, "serve", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(self.workers)], log=log, env=env, cwd=self.tmp))
-        wait_http(f"{self.url}/healthz", process=proc, log=log)  # type: ignore[arg-type]
+        wait_http(f"{self.url}/healthz", process=proc, log=log)
 
     def payloads(self, tag: str, n: int) -> list[Payload]:
         assert self.tmp is not None
@@ -215,7 +215,7 @@ class PyPIServer(Subject):
             [str(peers.venv_bin("gunicorn")), "--bind", f"127.0.0.1:{port}", "--workers",
              str(self.workers), "--worker-class", "gthread", "--threads", "4",
              "--keep-alive", "5", "--access-logfile", "-", app], log=log, cwd=root))
-        wait_http(f"{self.url}/", process=proc, log=log)  # type: ignore[arg-type]
+        wait_http(f"{self.url}/", process=proc, log=log)
 
     def payloads(self, tag: str, n: int) -> list[Payload]:
         return [sdist(f"bench-{tag}-{i}", FILLER) for i in range(n)]
@@ -253,7 +253,7 @@ class Devpi(Subject):
         proc = stack.enter_context(server_process(
             [str(peers.venv_bin("devpi-server")), "--serverdir", str(serverdir), "--host",
              "127.0.0.1", "--port", str(port), "--offline-mode"], log=log))
-        wait_http(f"{self.url}/+api", process=proc, log=log, timeout=120)  # type: ignore[arg-type]
+        wait_http(f"{self.url}/+api", process=proc, log=log, timeout=120)
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
         root = self._login("root", headers)
         _check(requests.put(f"{self.url}/bench", headers=root, timeout=30,
@@ -339,7 +339,7 @@ class Verdaccio(Subject):
         proc = stack.enter_context(server_process(
             [str(peers.verdaccio_bin()), "--config", str(config), "--listen",
              f"127.0.0.1:{port}"], log=log, env=env, cwd=root))
-        wait_http(f"{self.url}/-/ping", process=proc, log=log)  # type: ignore[arg-type]
+        wait_http(f"{self.url}/-/ping", process=proc, log=log)
         resp = requests.put(f"{self.url}/-/user/org.couchdb.user:bench", timeout=30,
                             json={"name": "bench", "password": PASSWORD})
         _check(resp, 201)
