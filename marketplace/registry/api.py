@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, request, 
 from marketplace.auth import current_token, current_user
 from marketplace.blobs import get_blob_store as get_store
 from marketplace.db import get_session
-from marketplace.errors import MarketplaceError
+from marketplace.errors import APIError, MarketplaceError
 from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
@@ -32,8 +32,8 @@ def viewer() -> Viewer:
 def _require_user() -> Viewer:
     v = viewer()
     if v.user is None:
-        raise MarketplaceError(401, "unauthorized", "sign in with an API token: send "
-                               "'Authorization: Bearer <token>'")
+        raise APIError.unauthorized("sign in with an API token: send "
+                                    "'Authorization: Bearer <token>'")
     return v
 
 
