@@ -167,3 +167,28 @@ def _goals(sec: Section, rows: dict[tuple[str, str], Row], subs: list[Subject], 
         sec.goals.append(Goal(label, target,
                               f"{ours:,.0f}/s = {ratio:.2f} x {best[0]} ({best[1]:,.0f}/s)",
                               ratio >= factor))
+        if ratio < factor:
+            sec.notes.append(WHY_SLOWER[label])
+
+
+#: Where the time of a Gears request goes (from cProfile of the request in-process),
+#: shown when Gears is behind a goal.
+WHY_SLOWER = {
+    "download req/s": (
+        "Download: every Gears download runs in Python — routing, the bearer-token check, "
+        "one indexed version lookup (status, yank and quarantine are re-checked on every "
+        "request, so the row is not cached) and `send_file` (gunicorn then uses sendfile) — "
+        "about 0.6 ms of CPU per request in-process, against a static file lookup by name "
+        "for pypiserver. To serve archive bytes faster, put them off the Python path: S3 "
+        "storage answers with presigned redirects (`DOWNLOAD_REDIRECT`), or a reverse proxy "
+        "in front of local storage can serve the blob directory itself."),
+    "publish uploads/s, sequential": (
+        "Publish: a Gears upload is read by the safe archive reader (every member checked "
+        "and decompressed with caps), the manifest validated against its JSON Schema, the "
+        "blob written with fsync and read back to verify its sha256, then the version, its "
+        "audit entry and its queued vetting job commit in one transaction — "
+        "pypiserver writes the file and returns, without fsync or a database."),
+    "publish uploads/s, concurrent": (
+        "Concurrent publish: SQLite takes one writer at a time, so the four clients queue "
+        "on the commit; PostgreSQL (`GEARS_DATABASE_URL`) lifts that limit."),
+}

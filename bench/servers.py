@@ -102,7 +102,9 @@ class Gears(Subject):
         self.version = __version__
         self.workers = default_workers()
         self.settings = (f"`marketplace serve`: gunicorn {self.workers} workers x 4 threads "
-                         "(gthread), SQLite database, local blob directory, access log on")
+                         "(gthread), SQLite database, local blob directory, access log on, vetting left to "
+                         "separate `marketplace vet worker` processes (none run here, so the "
+                         "queued vetting jobs wait)")
         self.tmp: Path | None = None
 
     def start(self, workdir: Path, stack: ExitStack) -> None:
@@ -112,7 +114,11 @@ class Gears(Subject):
         env.update(GEARS_DATABASE_URL=f"sqlite:///{self.tmp / 'registry.db'}",
                    GEARS_STORAGE_URL=f"file://{self.tmp / 'blobs'}",
                    GEARS_SECRET_KEY="bench-secret", GEARS_INSTANCE_PATH=str(self.tmp / "instance"),
-                   GEARS_ADMIN_EMAIL="admin@bench.test", GEARS_ADMIN_PASSWORD=PASSWORD)
+                   GEARS_ADMIN_EMAIL="admin@bench.test", GEARS_ADMIN_PASSWORD=PASSWORD,
+                   # Vetting belongs to `marketplace vet worker` processes here: run
+                   # inside the server it would load every upload in a sandbox on the
+                   # same two cores while the peers are being measured.
+                   GEARS_VETTING_INLINE_THREAD="0")
         cli = [sys.executable, "-m", "marketplace.cli"]
 
         def operator(*args: str) -> str:
