@@ -51,7 +51,7 @@ def queue() -> str:
         rows.append({"v": v, "age": age(v.created_at), "report": report,
                      "worst": worst(findings) if findings else None,
                      "counts": {s: sum(1 for f in findings if f.get("severity") == s)
-                                for s in SEVERITIES if s != "info"}})
+                                for s in reversed(SEVERITIES) if s != "info"}})
     quarantined = session.scalars(select(GearVersion).where(
         GearVersion.quarantined.is_(True)).order_by(GearVersion.id)).all()
     return render_template("admin/queue.html", rows=rows, quarantined=quarantined)
