@@ -8,6 +8,13 @@ learns about it instead of seeing less than it expects.
 
 Use the helpers inside views (``token = require_scope(f"publish:{name}")``),
 or the decorators when the scope is fixed.
+
+Guessing tokens is slowed down: after ``TOKEN_FAILURE_LIMIT`` failed bearer
+authentications from one client address within ``TOKEN_FAILURE_WINDOW``
+seconds, every request from that address carrying a token gets ``429
+rate_limited`` with ``Retry-After`` until the window has passed. The count lives
+in process memory, so each server process (worker, replica) keeps its own; see
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -16,16 +23,45 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import g, request
+from flask import current_app, g, request
 
 from marketplace.accounts.tokens import authenticate_token, token_allows
 from marketplace.db import get_session
 from marketplace.errors import APIError
 from marketplace.models import ApiToken, User
+from marketplace.web.ratelimit import SlidingWindowLimiter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET = object()
+
+#: Failed bearer authentications allowed per client address and window (seconds).
+DEFAULT_TOKEN_FAILURE_LIMIT = 30
+DEFAULT_TOKEN_FAILURE_WINDOW = 300
+_LIMITER_KEY = "gears_token_failures"
+
+
+def token_failures() -> SlidingWindowLimiter:
+    """The app's limiter of failed token authentications (one per process)."""
+    limiter = current_app.extensions.get(_LIMITER_KEY)
+    if limiter is None:
+        cfg = current_app.config
+        limiter = current_app.extensions[_LIMITER_KEY] = SlidingWindowLimiter(
+            limit=int(cfg.get("TOKEN_FAILURE_LIMIT", DEFAULT_TOKEN_FAILURE_LIMIT)),
+            window=float(cfg.get("TOKEN_FAILURE_WINDOW", DEFAULT_TOKEN_FAILURE_WINDOW)))
+    return limiter
+
+
+def _client_key() -> str:
+    return request.remote_addr or "?"
+
+
+def _refuse_if_limited() -> None:
+    wait = token_failures().retry_after(_client_key())
+    if wait:
+        raise APIError(429, "rate_limited", f"too many failed token authentications from "
+                       f"this address; try again in {wait} seconds",
+                       headers={"Retry-After": str(wait)})
 
 
 def _bearer() -> str | None:
@@ -44,12 +80,19 @@ def current_token() -> ApiToken | None:
     cached = g.get("gears_token", _UNSET)
     if cached is not _UNSET:
         return cast("ApiToken | None", cached)
-    plaintext = _bearer()
     token = None
+    if request.headers.get("Authorization") is not None:
+        _refuse_if_limited()
+    try:
+        plaintext = _bearer()
+    except APIError:
+        token_failures().hit(_client_key())
+        raise
     if plaintext is not None:
         session = get_session()
         token = authenticate_token(session, plaintext)
         if token is None:
+            token_failures().hit(_client_key())
             raise APIError.unauthorized(
                 "the API token is invalid, expired or revoked; create a new one",
                 error="invalid_token")

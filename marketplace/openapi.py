@@ -397,6 +397,33 @@ def _merge_trust() -> None:
 _merge_trust()
 
 
+def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation with the answers any request may meet.
+
+    ``503``: the database or blob store is down or busy (``database_unavailable``,
+    ``database_busy``, ``storage_unavailable``), with ``Retry-After``. ``429``
+    (``rate_limited``, with ``Retry-After``): too many failed token
+    authentications from the caller's address, on every operation that reads
+    a token. Documents that touch neither are left alone.
+    """
+    out: dict[str, Any] = {}
+    for path, ops in paths.items():
+        out[path] = {}
+        for method, op in ops.items():
+            if not isinstance(op, dict) or "responses" not in op or path.endswith("openapi.json"):
+                out[path][method] = op
+                continue
+            responses = dict(op["responses"])
+            responses.setdefault("503", {"description": "A backing service is unavailable or "
+                                         "busy; retry after Retry-After", **_json("Error")})
+            if "401" in responses or op.get("security"):
+                responses.setdefault("429", {"description": "Too many failed token "
+                                             "authentications from this address; retry after "
+                                             "Retry-After", **_json("Error")})
+            out[path][method] = {**op, "responses": responses}
+    return out
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -408,7 +435,7 @@ def document() -> dict[str, Any]:
                            "with its path.",
         },
         "servers": [{"url": "/"}],
-        "paths": PATHS,
+        "paths": _with_common_errors(PATHS),
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from marketplace.accounts import authenticate_password
 from marketplace.db import get_session
-from marketplace.web.ratelimit import login_failures
+from marketplace.web.ratelimit import SlidingWindowLimiter, login_failures
 from marketplace.web.session import current_user, log_in, log_out, safe_next
 
 bp = Blueprint("web_account", __name__)
@@ -16,8 +16,23 @@ MAX_EMAIL = 254
 MAX_PASSWORD = 1024
 
 
+#: Failed sign-ins allowed per client address, whatever the emails tried (password
+#: spraying), within the limiter's window; ``LOGIN_ADDRESS_FAILURE_LIMIT`` overrides it.
+MAX_FAILURES_PER_ADDRESS = 50
+
+
 def _limit_key(email: str) -> str:
     return f"{request.remote_addr or '?'}|{email}"
+
+
+def address_failures() -> SlidingWindowLimiter:
+    """Failed sign-ins per client address (one limiter per app and process)."""
+    limiter = current_app.extensions.get("gears_login_address_failures")
+    if limiter is None:
+        limit = int(current_app.config.get("LOGIN_ADDRESS_FAILURE_LIMIT", MAX_FAILURES_PER_ADDRESS))
+        limiter = current_app.extensions["gears_login_address_failures"] = \
+            SlidingWindowLimiter(limit=limit)
+    return limiter
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -31,17 +46,18 @@ def login() -> Response | tuple[str, int] | str:
 
     email = (request.form.get("email") or "").strip().lower()[:MAX_EMAIL]
     password = (request.form.get("password") or "")[:MAX_PASSWORD]
-    key = _limit_key(email)
-    wait = login_failures.retry_after(key)
+    key, address = _limit_key(email), request.remote_addr or "?"
+    wait = max(login_failures.retry_after(key), address_failures().retry_after(address))
     if wait:
         minutes = max(1, -(-wait // 60))
-        error = (f"Too many failed sign-ins for this email. Try again in {minutes} "
+        error = (f"Too many failed sign-ins. Try again in {minutes} "
                  f"minute{'s' if minutes != 1 else ''}.")
-        return render_template("account/login.html", next=target, email=email,
-                               error=error), 429
+        page = render_template("account/login.html", next=target, email=email, error=error)
+        return Response(page, 429, {"Retry-After": str(wait)}, mimetype="text/html")
     user = authenticate_password(get_session(), email, password) if email and password else None
     if user is None:
         login_failures.hit(key)
+        address_failures().hit(address)
         return render_template("account/login.html", next=target, email=email,
                                error="The email or password is not right."), 401
     login_failures.reset(key)
