@@ -282,3 +282,9 @@ def test_every_code_a_check_uses_is_catalogued():
     assert {"archive_ok", "hook_not_implemented", "raw_network", "secret_generic",
             "sandbox_ok", "dynamic_patch_refused"} <= used
     assert next(name for name, _ in CHECKS) == "archive"
+
+
+def test_the_admin_guide_documents_every_finding_code(repo_root):
+    guide = (repo_root / "docs" / "admin-guide.md").read_text()
+    missing = [code for code in CODES if f"`{code}`" not in guide]
+    assert missing == [], "document these codes in docs/admin-guide.md"
