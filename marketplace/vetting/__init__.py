@@ -22,4 +22,7 @@ def init_app(app: Flask) -> None:
 
     # Checked per request, not here: ``marketplace serve`` turns the setting on after
     # the app is built, and the thread must start in each server process after the fork.
-    app.before_request(lambda: ensure_inline_thread(app) and None)
+    def start_vetting_thread() -> None:
+        ensure_inline_thread(app)
+
+    app.before_request(start_vetting_thread)

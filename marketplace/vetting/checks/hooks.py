@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from gears_sdk import hookspecs
 from gears_sdk.hookspecs import ALL_HOOKS, KIND_HOOKS, kind_problems
 from marketplace.vetting.context import VetContext
-from marketplace.vetting.findings import Finding, finding
+from marketplace.vetting.findings import Finding, Severity, finding
 
 
 def module_file(ctx: VetContext, module: str) -> str | None:
@@ -100,7 +100,7 @@ def check_hooks(ctx: VetContext) -> Iterable[Finding]:
                            f"@hookimpl function implements it in {entry}", file=entry))
     for hook, (file, line, args) in sorted(impls.items()):
         if hook not in m.hooks:
-            sev = "medium" if hook in allowed else "high"
+            sev: Severity = "medium" if hook in allowed else "high"
             out.append(finding("hook_undeclared", f"{hook} is implemented but not declared in "
                                "gear.json 'hooks'" + ("" if hook in ALL_HOOKS else
                                                       " (and is not a known hook)"),
