@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, or_, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, selectinload
 
 from gears_sdk.versions import Version
-from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
+from marketplace.models import ApiToken, Gear, GearVersion, User, VersionStatus
 
 KINDS = ("connector", "extension", "template")
 MAX_PER_PAGE = 100
@@ -82,42 +82,18 @@ class SearchQuery:
 
 
 def search_gears(session: Session, query: SearchQuery, viewer: Viewer) -> tuple[list[Gear], int]:
-    """Gears matching ``query``; non-admins see only gears with a public version."""
-    stmt = select(Gear).join(Publisher, Gear.publisher_id == Publisher.id)
-    if not viewer.is_admin:
-        stmt = stmt.where(Gear.id.in_(_public_gear_ids()))
-    if query.q:
-        like = f"%{_escape_like(query.q.lower())}%"
-        stmt = stmt.where(or_(
-            func.lower(Gear.name).like(like, escape="\\"),
-            func.lower(Gear.title).like(like, escape="\\"),
-            func.lower(Gear.summary).like(like, escape="\\"),
-        ))
-    if query.kind:
-        stmt = stmt.where(Gear.kind == query.kind)
-    if query.publisher:
-        stmt = stmt.where(Publisher.name == query.publisher)
-    if query.category:
-        stmt = stmt.where(func.lower(func.cast(Gear.categories, _text())).like(
-            f'%"{_escape_like(query.category)}"%', escape="\\"))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(
-        stmt.options(selectinload(Gear.versions), selectinload(Gear.publisher))
-        .order_by(Gear.install_count.desc(), Gear.name)
-        .offset((query.page - 1) * query.per_page)
-        .limit(query.per_page)
-    ).all()
-    return list(rows), total
+    """Gears matching ``query``; non-admins see only gears with a public version.
 
+    The same full-text search as the catalog pages (most installed first when
+    there is no text to rank by).
+    """
+    from marketplace.registry.search import CatalogQuery, search
 
-def _text() -> Any:
-    from sqlalchemy import Text
-
-    return Text()
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    result = search(session, CatalogQuery(
+        q=query.q, kind=query.kind or "", category=query.category or "",
+        publisher=query.publisher or "", page=query.page, per_page=query.per_page,
+    ), viewer, with_facets=False)
+    return result.gears, result.total
 
 
 def get_gear(session: Session, publisher: str, name: str) -> Gear | None:

@@ -127,10 +127,10 @@ def _text_match(session: Session, terms: list[str]) -> tuple[ColumnElement[bool]
         return pg_document().op("@@")(query), func.ts_rank(pg_document(), query)
     conds = []
     for t in terms:
-        like = f"%{t}%"
+        # autoescape: "_" and "%" in a word are literal characters, not wildcards.
         conds.append(or_(func.lower(Gear.name).contains(t, autoescape=True),
-                         func.lower(Gear.title).like(like),
-                         func.lower(Gear.summary).like(like)))
+                         func.lower(Gear.title).contains(t, autoescape=True),
+                         func.lower(Gear.summary).contains(t, autoescape=True)))
     return and_(*conds), None
 
 

@@ -11,9 +11,9 @@ from marketplace.blobs import get_blob_store
 from marketplace.db import get_session
 from marketplace.models import Gear, GearVersion, VersionStatus
 from marketplace.registry import queries
+from marketplace.registry.search import KINDS, SORTS, CatalogQuery, facet_counts, search
 from marketplace.web import readme
 from marketplace.web.forms import FormField, all_fields, build_form
-from marketplace.web.search import KINDS, SORTS, CatalogQuery, facet_counts, search
 from marketplace.web.session import current_user, current_viewer
 from marketplace.workspaces import capabilities_of, describe_capability
 

@@ -190,8 +190,10 @@ def test_search_filters_and_pagination(client, actors, make_gear_archive):
     bad = client.get("/api/v1/gears?per_page=0")
     assert bad.status_code == 422 and bad.json["error"]["details"][0]["path"] == "per_page"
     assert client.get("/api/v1/gears?kind=widget").status_code == 422
-    # LIKE wildcards in q are literal.
-    assert client.get("/api/v1/gears?q=%25").json["total"] == 0
+    # Wildcard characters in q are literal, and punctuation alone matches no word.
+    assert client.get("/api/v1/gears?q=ban_er").json["total"] == 0
+    assert client.get("/api/v1/gears?q=ban").json["items"][0]["name"] == "acme/banner"
+    assert client.get("/api/v1/gears?q=%25").json["total"] == 3
 
 
 def test_gear_detail_lists_versions_newest_first(client, actors, make_gear_archive):
