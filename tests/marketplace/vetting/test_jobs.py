@@ -227,3 +227,15 @@ def test_no_auto_approval_when_capabilities_grow(vet_app, client, actors, make_g
     _run_with(session, vet_app, INFO + grown)
     session.refresh(version)
     assert version.status is VersionStatus.pending
+
+
+@pytest.mark.sandbox
+def test_vet_worker_command_processes_the_queue_once(vet_app, runner, client, actors,
+                                                     make_gear_archive):
+    publish(client, actors, make_gear_archive, version="1.0.0")
+    publish(client, actors, make_gear_archive, version="1.0.1")
+    result = runner.invoke("vet", "worker", "--once")
+    assert result.exit_code == 0, result.output
+    assert "vetted 2 versions" in result.output
+    body = client.get("/api/v1/gears/acme/hello/1.0.1", headers=actors["dev"]).json
+    assert body["vetting"]["state"] == "done"
