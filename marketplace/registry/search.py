@@ -105,9 +105,11 @@ def _has_fts(session: Session) -> bool:
 
 def pg_document() -> ColumnElement[Any]:
     """The tsvector the PostgreSQL GIN index is built on (must match the migration)."""
-    doc = (func.coalesce(Gear.name, "") + " " + func.coalesce(Gear.title, "") + " "
-           + func.coalesce(Gear.summary, ""))
-    return func.to_tsvector(literal_column(f"'{PG_CONFIG}'::regconfig"), doc)
+    # Literal SQL, not bound parameters: PostgreSQL uses an expression index only
+    # when the query's expression is textually the indexed one.
+    return literal_column(
+        f"to_tsvector('{PG_CONFIG}'::regconfig, coalesce(gears.name, '') || ' ' || "
+        "coalesce(gears.title, '') || ' ' || coalesce(gears.summary, ''))")
 
 
 def _text_match(session: Session, terms: list[str]) -> tuple[ColumnElement[bool], Any | None]:
