@@ -26,6 +26,10 @@ PEERS_NODE = BENCH_DIR / ".peers-node"
 PYPISERVER = "pypiserver==2.4.2"
 DEVPI_SERVER = "devpi-server==6.20.3"
 PASSLIB = "passlib==1.7.4"
+#: With watchdog installed pypiserver caches its package directory listing (its
+#: "cached-dir" backend) instead of scanning the directory on every request, as
+#: any deployment holding more than a few packages would run it.
+WATCHDOG = "watchdog"
 #: verdaccio 6 needs Node.js 22; 5.x runs on the Node.js that Debian ships (>= 14).
 VERDACCIO_FOR_NODE = {22: "6.10.4", 14: "5.33.0"}
 
@@ -38,7 +42,7 @@ def _gunicorn_requirement() -> str:
 
 
 def python_requirements() -> list[str]:
-    return [PYPISERVER, DEVPI_SERVER, PASSLIB, _gunicorn_requirement()]
+    return [PYPISERVER, DEVPI_SERVER, PASSLIB, WATCHDOG, _gunicorn_requirement()]
 
 
 def venv_bin(name: str) -> Path:

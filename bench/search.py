@@ -67,8 +67,8 @@ class SearchSize:
     """How much work the section does; :meth:`quick` is for a fast look."""
 
     gears: int = 10_000
-    rounds: int = 40
-    http_rounds: int = 15
+    rounds: int = 20
+    http_rounds: int = 8
     pages: int = 200
     repeats: int = 3
 

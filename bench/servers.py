@@ -199,7 +199,7 @@ class PyPIServer(Subject):
         self.unavailable = unavailable
         self.workers = default_workers()
         self.settings = (f"gunicorn {self.workers} workers x 4 threads (gthread, the same "
-                         "gunicorn as Gears), package directory on local disk, htpasswd "
+                         "gunicorn as Gears), package directory on local disk with its cached-dir backend (watchdog), htpasswd "
                          "(apr1) auth for uploads, access log on")
         if not unavailable:
             self.version = peers.python_peer_version("pypiserver")
