@@ -121,9 +121,13 @@ _HTTP_CODES = {
 }
 
 
+#: Path prefixes whose errors are JSON: the registry's API and the engine's.
+API_PREFIXES = ("/api", "/engine/v1")
+
+
 def is_api_request() -> bool:
     """Whether the current request should get JSON errors."""
-    return request.path == "/api" or request.path.startswith("/api/")
+    return any(request.path == p or request.path.startswith(p + "/") for p in API_PREFIXES)
 
 
 def _render(status: int, code: str, message: str, details: list[Detail],

@@ -1,0 +1,263 @@
+"""``/engine/v1/workspaces/<ws>``: the engine's JSON API.
+
+Every route needs a token allowing ``workspace:<ws>`` (its user still a
+member of the workspace) or an admin token: 401 without a token, 403 with
+another workspace's. The views only translate HTTP to the plain functions in
+the engine's modules, which is also what ``make bench`` drives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select
+
+from marketplace.auth import require_scope
+from marketplace.db import get_session
+from marketplace.engine import connectors, setup
+from marketplace.engine.decide import decide as run_decision
+from marketplace.engine.ingest import ingest
+from marketplace.engine.manager import EngineManager
+from marketplace.engine.models import Decision, SyncRun, SyncSchedule
+from marketplace.engine.queries import catalog_page, decision_json, profile_view
+from marketplace.engine.scheduler import schedule_json, set_schedule
+from marketplace.engine.validation import check_event_batch, check_item_batch, invalid, problem
+from marketplace.errors import MarketplaceError
+from marketplace.models import Workspace
+
+bp = Blueprint("engine_api", __name__, url_prefix="/engine/v1/workspaces/<ws>")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def engine() -> EngineManager:
+    manager: EngineManager = current_app.extensions["gears_engine"]
+    return manager
+
+
+def workspace(ws: str) -> Workspace:
+    """The workspace, once the token is allowed to act in it (401/403/404)."""
+    require_scope(f"workspace:{ws}")
+    row = get_session().scalar(select(Workspace).where(Workspace.name == ws))
+    if row is None:
+        raise MarketplaceError(404, "workspace_not_found", f"there is no workspace {ws!r}")
+    return row
+
+
+def body() -> Any:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise MarketplaceError(413, "payload_too_large", f"send at most {MAX_BODY_BYTES} bytes "
+                               "per request; split the batch")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise MarketplaceError(400, "invalid_json", "the body must be JSON "
+                               "(Content-Type: application/json)")
+    return data
+
+
+def _int_arg(name: str, default: int, hi: int) -> int:
+    raw = request.args.get(name)
+    try:
+        value = int(raw) if raw is not None else default
+    except ValueError:
+        value = -1
+    if not 1 <= value <= hi:
+        raise invalid(f"'{name}' must be a whole number from 1 to {hi}",
+                      [problem(name, f"from 1 to {hi}", "range")], "invalid_parameter")
+    return value
+
+
+def _done(payload: Any, status: int = 200) -> tuple[Response, int]:
+    get_session().commit()
+    engine().flush_failures()
+    return jsonify(payload), status
+
+
+# -- events, profiles, catalog ------------------------------------------------------------
+
+
+@bp.post("/events")
+def post_events(ws: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    events = check_event_batch(body())
+    return _done(ingest(engine(), get_session(), w, events).to_dict())
+
+
+@bp.get("/profiles/<user_id>")
+def get_profile(ws: str, user_id: str) -> Response:
+    return jsonify(profile_view(get_session(), workspace(ws), user_id))
+
+
+@bp.put("/catalog/items")
+def put_items(ws: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    items = check_item_batch(body())
+    return _done({"upserted": connectors.upsert_items(get_session(), w.id, items)})
+
+
+@bp.get("/catalog/items")
+def get_items(ws: str) -> Response:
+    w = workspace(ws)
+    return jsonify(catalog_page(get_session(), w, request.args.get("category"),
+                                _int_arg("limit", 50, 500)))
+
+
+# -- decisions ----------------------------------------------------------------------------
+
+
+@bp.post("/decide")
+def post_decide(ws: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    data = body()
+    problems = []
+    if not isinstance(data, dict):
+        data = {}
+        problems.append(problem("$", "an object"))
+    user = data.get("user_id")
+    if not isinstance(user, str) or not user or len(user) > 200:
+        problems.append(problem("$.user_id", "a non-empty string of at most 200 characters"))
+    if not isinstance(data.get("placement"), str) or not data.get("placement"):
+        problems.append(problem("$.placement", "the placement's name"))
+    if not isinstance(data.get("context", {}), dict):
+        problems.append(problem("$.context", "an object"))
+    if problems:
+        raise invalid("the decision request is invalid", problems, "invalid_request")
+    return _done(run_decision(engine(), get_session(), w, str(user), data["placement"],
+                              data.get("context") or {}))
+
+
+@bp.get("/decisions")
+def list_decisions(ws: str) -> Response:
+    w = workspace(ws)
+    rows = get_session().scalars(select(Decision).where(Decision.workspace_id == w.id)
+                                 .order_by(Decision.id.desc()).limit(_int_arg("limit", 50, 500)))
+    return jsonify({"decisions": [decision_json(r) for r in rows]})
+
+
+# -- connectors ---------------------------------------------------------------------------
+
+
+@bp.post("/connectors/<installation>/check")
+def connector_check(ws: str, installation: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    return _done(connectors.check(engine(), get_session(), w, installation))
+
+
+@bp.post("/connectors/<installation>/sync")
+def connector_sync(ws: str, installation: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    data = request.get_json(silent=True) if request.content_length else {}
+    streams = data.get("streams") if isinstance(data, dict) else None
+    if streams is not None and (not isinstance(streams, list)
+                                or not all(isinstance(s, str) for s in streams)):
+        raise invalid("'streams' lists stream names", [problem("$.streams", "a list of names")])
+    run = connectors.sync(engine(), get_session(), w, installation, streams=streams)
+    return _done(run, 200 if run["status"] == "succeeded" else 502)
+
+
+@bp.get("/connectors/<installation>/runs")
+def connector_runs(ws: str, installation: str) -> Response:
+    w = workspace(ws)
+    rows = get_session().scalars(select(SyncRun).where(
+        SyncRun.workspace_id == w.id, SyncRun.installation_id == installation)
+        .order_by(SyncRun.id.desc()).limit(_int_arg("limit", 20, 200)))
+    return jsonify({"runs": [connectors.run_json(r) for r in rows]})
+
+
+@bp.get("/connectors/<installation>/schedule")
+def get_schedule(ws: str, installation: str) -> Response:
+    w = workspace(ws)
+    connectors.connector(engine(), get_session(), w, installation)
+    return jsonify(schedule_json(get_session().get(SyncSchedule, installation), installation))
+
+
+@bp.put("/connectors/<installation>/schedule")
+def put_schedule(ws: str, installation: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    row = set_schedule(engine(), get_session(), w, installation, body())
+    return _done(schedule_json(row, installation))
+
+
+@bp.post("/segments/<segment>/export/<installation>")
+def export_segment(ws: str, segment: str, installation: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    data = request.get_json(silent=True) if request.content_length else {}
+    stream = data.get("stream", "segment") if isinstance(data, dict) else "segment"
+    if not isinstance(stream, str) or not stream:
+        raise invalid("'stream' names the destination stream", [problem("$.stream", "a name")])
+    out = connectors.export(engine(), get_session(), w, segment, installation, stream=stream)
+    return _done(out, 200 if out["ok"] else 502)
+
+
+# -- segments and campaigns ---------------------------------------------------------------
+
+
+@bp.get("/segments")
+def list_segments(ws: str) -> Response:
+    from marketplace.engine.models import Segment
+
+    w = workspace(ws)
+    rows = get_session().scalars(select(Segment).where(Segment.workspace_id == w.id)
+                                 .order_by(Segment.name))
+    return jsonify({"segments": [setup.segment_json(r) for r in rows]})
+
+
+@bp.get("/segments/<name>")
+def get_segment(ws: str, name: str) -> Response:
+    return jsonify(setup.segment_json(setup.get_segment(get_session(), workspace(ws), name)))
+
+
+@bp.put("/segments/<name>")
+def put_segment(ws: str, name: str) -> tuple[Response, int]:
+    row = setup.put_segment(get_session(), workspace(ws), name, body())
+    return _done(setup.segment_json(row))
+
+
+@bp.delete("/segments/<name>")
+def delete_segment(ws: str, name: str) -> tuple[Response, int]:
+    setup.delete_segment(get_session(), workspace(ws), name)
+    return _done({"deleted": name})
+
+
+@bp.get("/segments/<name>/members")
+def segment_members(ws: str, name: str) -> Response:
+    from marketplace.engine.audience import iter_members
+
+    w = workspace(ws)
+    seg = setup.get_segment(get_session(), w, name)
+    limit = _int_arg("limit", 100, 1000)
+    members = []
+    for doc in iter_members(get_session(), w.id, seg.rule):
+        members.append(doc)
+        if len(members) >= limit:
+            break
+    return jsonify({"segment": name, "members": members})
+
+
+@bp.get("/campaigns")
+def list_campaigns(ws: str) -> Response:
+    from marketplace.engine.models import Campaign
+
+    w = workspace(ws)
+    rows = get_session().scalars(select(Campaign).where(Campaign.workspace_id == w.id)
+                                 .order_by(Campaign.placement, Campaign.name))
+    return jsonify({"campaigns": [setup.campaign_json(r) for r in rows]})
+
+
+@bp.get("/campaigns/<name>")
+def get_campaign(ws: str, name: str) -> Response:
+    return jsonify(setup.campaign_json(setup.get_campaign(get_session(), workspace(ws), name)))
+
+
+@bp.put("/campaigns/<name>")
+def put_campaign(ws: str, name: str) -> tuple[Response, int]:
+    row = setup.put_campaign(get_session(), workspace(ws), name, body())
+    return _done(setup.campaign_json(row))
+
+
+@bp.delete("/campaigns/<name>")
+def delete_campaign(ws: str, name: str) -> tuple[Response, int]:
+    session = get_session()
+    session.delete(setup.get_campaign(session, workspace(ws), name))
+    return _done({"deleted": name})

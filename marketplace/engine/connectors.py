@@ -1,0 +1,286 @@
+"""Connectors: test a connection, sync streams in, export segments out.
+
+A sync reads each stream the connector lists (``gear_streams``) page by page
+(``gear_read``) from the cursor stored for that installation and stream.
+Each page's records and the cursor it ends at commit in **one
+transaction**, so a sync that fails half-way resumes after the last page
+that was applied, never re-importing it and never skipping records. What a
+record becomes depends on the stream's kind: ``profiles`` merge into
+profiles, ``items`` upsert catalog items, ``events`` go through ingestion
+(extensions included). Invalid records are skipped and counted with their
+problems; a failing ``gear_read`` ends the sync with the cursor unchanged.
+
+An export walks a segment's members and pushes them to ``gear_write`` in
+batches; each record holds only the profile fields the connector declares
+it reads.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gears_sdk.permissions import filter_profile
+from gears_sdk.types import CheckResult, RecordBatch, StreamInfo, WriteResult
+from marketplace.db import utcnow
+from marketplace.engine.audience import iter_members
+from marketplace.engine.ingest import ingest
+from marketplace.engine.manager import EngineManager, InstalledGear, WorkspaceGears
+from marketplace.engine.models import (
+    CatalogItem,
+    ConnectorCursor,
+    Profile,
+    Segment,
+    SyncRun,
+    SyncStatus,
+)
+from marketplace.engine.validation import Problem, check_event, check_item, problem
+from marketplace.errors import MarketplaceError
+from marketplace.models import Workspace
+from marketplace.runtime import GearFailure
+
+MAX_PAGES_PER_STREAM = 1000
+EXPORT_BATCH = 500
+#: A run still "running" after this long is taken to have died with its process.
+STALE_RUN = timedelta(hours=1)
+MAX_PROBLEMS_KEPT = 20
+
+
+class SyncFailed(Exception):
+    """A gear call the sync cannot go on without failed."""
+
+
+def connector(engine: EngineManager, session: Session, workspace: Workspace,
+              installation: str) -> tuple[WorkspaceGears, InstalledGear]:
+    """The workspace's connector installation ``installation``; 404/409 otherwise."""
+    wg = engine.workspace(session, workspace)
+    inst = wg.installations.get(installation)
+    if inst is None:
+        raise MarketplaceError(404, "installation_not_found", f"no installation {installation!r} "
+                               f"in the workspace {workspace.name!r}")
+    if inst.kind != "connector":
+        raise MarketplaceError(409, "not_a_connector", f"{inst.gear} is a {inst.kind}, not a "
+                               "connector")
+    return wg, inst
+
+
+def _call(engine: EngineManager, session: Session, wg: WorkspaceGears, installation: str,
+          hook: str, **kwargs: Any) -> Any:
+    caller, why = engine.hook_for(session, wg, installation, hook)
+    if caller is None:
+        assert why is not None
+        raise SyncFailed(f"{hook}: {why.message}")
+    results = caller(**kwargs, config=None, ctx=None)
+    if not results:
+        raise SyncFailed(f"{hook}: the connector did not answer")
+    if isinstance(results[0], GearFailure):
+        raise SyncFailed(str(results[0].error))
+    return results[0].value
+
+
+def check(engine: EngineManager, session: Session, workspace: Workspace,
+          installation: str) -> dict[str, Any]:
+    """``gear_check``: ``{"ok", "message", "details"}``; a failing gear is ``ok: false``."""
+    wg, inst = connector(engine, session, workspace, installation)
+    try:
+        value = _call(engine, session, wg, inst.id, "gear_check")
+    except SyncFailed as exc:
+        return {"ok": False, "message": str(exc), "details": {}}
+    result = value if isinstance(value, CheckResult) else CheckResult(ok=True)
+    return {"ok": bool(result.ok), "message": result.message, "details": result.details}
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def _apply_profiles(session: Session, workspace_id: int, records: list[Any],
+                    problems: list[Problem]) -> int:
+    good: dict[str, dict[str, Any]] = {}
+    for i, rec in enumerate(records):
+        path = f"$.records[{i}]"
+        if not isinstance(rec, dict) or not isinstance(rec.get("user_id"), str) \
+                or not rec["user_id"] or len(rec["user_id"]) > 200:
+            problems.append(problem(f"{path}.user_id", "a profile record needs a user_id"))
+            continue
+        extra = set(rec) - {"user_id", "attributes", "traits"}
+        bad = [k for k in ("attributes", "traits") if not isinstance(rec.get(k, {}), dict)]
+        if extra or bad:
+            problems.append(problem(path, "a profile record holds user_id, attributes and "
+                                    "traits (objects)"))
+            continue
+        merged = good.setdefault(rec["user_id"], {"attributes": {}, "traits": {}})
+        merged["attributes"].update(rec.get("attributes") or {})
+        merged["traits"].update(rec.get("traits") or {})
+    if not good:
+        return 0
+    rows = {r.user_id: r for r in session.scalars(select(Profile).where(
+        Profile.workspace_id == workspace_id, Profile.user_id.in_(list(good))))}
+    now = utcnow()
+    for user, data in good.items():
+        row = rows.get(user)
+        if row is None:
+            session.add(Profile(workspace_id=workspace_id, user_id=user, created_at=now,
+                                updated_at=now, **data))
+        else:
+            row.attributes = {**(row.attributes or {}), **data["attributes"]}
+            row.traits = {**(row.traits or {}), **data["traits"]}
+            row.updated_at = now
+    return len(good)
+
+
+def upsert_items(session: Session, workspace_id: int, items: list[dict[str, Any]]) -> int:
+    """Insert or update catalog items (validated column values); how many."""
+    ids = [i["item_id"] for i in items]
+    rows = {r.item_id: r for r in session.scalars(select(CatalogItem).where(
+        CatalogItem.workspace_id == workspace_id, CatalogItem.item_id.in_(ids)))}
+    now = utcnow()
+    for values in items:
+        row = rows.get(values["item_id"])
+        if row is None:
+            row = CatalogItem(workspace_id=workspace_id)
+            session.add(row)
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.updated_at = now
+    return len(items)
+
+
+def _apply(engine: EngineManager, session: Session, workspace: Workspace, kind: str,
+           records: list[Any], problems: list[Problem]) -> int:
+    if kind == "profiles":
+        return _apply_profiles(session, workspace.id, records, problems)
+    if kind == "items":
+        items = [check_item(r, f"$.records[{i}]", problems) for i, r in enumerate(records)]
+        good = list({i["item_id"]: i for i in items if i is not None}.values())
+        return upsert_items(session, workspace.id, good) if good else 0
+    now = utcnow()
+    events = [check_event(r, f"$.records[{i}]", problems, now) for i, r in enumerate(records)]
+    good_events = [e for e in events if e is not None]
+    return ingest(engine, session, workspace, good_events).accepted if good_events else 0
+
+
+# -- sync ---------------------------------------------------------------------------------
+
+
+def _start_run(session: Session, workspace: Workspace, installation: str,
+               trigger: str) -> SyncRun:
+    running = session.scalar(select(SyncRun).where(
+        SyncRun.installation_id == installation, SyncRun.status == SyncStatus.running,
+        SyncRun.started_at > utcnow() - STALE_RUN))
+    if running is not None:
+        raise MarketplaceError(409, "sync_running", f"a sync of {installation} is already "
+                               f"running (run {running.id}); wait for it to end")
+    run = SyncRun(workspace_id=workspace.id, installation_id=installation, trigger=trigger,
+                  status=SyncStatus.running, started_at=utcnow(), stats={})
+    session.add(run)
+    session.commit()
+    return run
+
+
+def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
+                 wg: WorkspaceGears, installation: str, stream: StreamInfo,
+                 stats: dict[str, Any]) -> None:
+    mine = stats.setdefault(stream.name, {"kind": stream.kind, "pages": 0, "records": 0,
+                                          "rejected": 0, "problems": []})
+    for _ in range(MAX_PAGES_PER_STREAM):
+        row = session.get(ConnectorCursor, (installation, stream.name))
+        batch = _call(engine, session, wg, installation, "gear_read", stream=stream.name,
+                      cursor=row.cursor if row is not None else None)
+        if batch is None:
+            return
+        assert isinstance(batch, RecordBatch)
+        problems: list[Problem] = []
+        applied = _apply(engine, session, workspace, stream.kind, list(batch.records), problems)
+        if row is None:
+            row = ConnectorCursor(installation_id=installation, stream=stream.name,
+                                  workspace_id=workspace.id, records=0)
+            session.add(row)
+        row.cursor, row.updated_at = batch.cursor, utcnow()
+        row.records = (row.records or 0) + applied
+        session.commit()  # the page's records and its cursor, together
+        mine["pages"] += 1
+        mine["records"] += applied
+        mine["rejected"] += len(problems)
+        mine["problems"] = (mine["problems"] + problems)[:MAX_PROBLEMS_KEPT]
+        if not batch.has_more:
+            return
+
+
+def sync(engine: EngineManager, session: Session, workspace: Workspace, installation: str,
+         *, trigger: str = "manual", streams: list[str] | None = None) -> dict[str, Any]:
+    """Run one sync of a connector installation and return its run as JSON."""
+    wg, inst = connector(engine, session, workspace, installation)
+    run = _start_run(session, workspace, inst.id, trigger)
+    stats: dict[str, Any] = {}
+    try:
+        listed = _call(engine, session, wg, inst.id, "gear_streams") or []
+        chosen = [s for s in listed if streams is None or s.name in streams]
+        for stream in chosen:
+            _sync_stream(engine, session, workspace, wg, inst.id, stream, stats)
+        run.status, run.error = SyncStatus.succeeded, None
+    except SyncFailed as exc:
+        session.rollback()
+        run.status, run.error = SyncStatus.failed, str(exc)[:4000]
+    except Exception as exc:
+        session.rollback()
+        run.status, run.error = SyncStatus.failed, f"internal error: {type(exc).__name__}"
+        _finish(session, run, stats)
+        raise
+    _finish(session, run, stats)
+    return run_json(run)
+
+
+def _finish(session: Session, run: SyncRun, stats: dict[str, Any]) -> None:
+    run.stats, run.finished_at = stats, utcnow()
+    session.add(run)
+    session.commit()
+
+
+def run_json(run: SyncRun) -> dict[str, Any]:
+    return {"id": run.id, "installation": run.installation_id, "trigger": run.trigger,
+            "status": run.status.value, "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "streams": run.stats or {}, "error": run.error}
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+def export(engine: EngineManager, session: Session, workspace: Workspace, segment: str,
+           installation: str, *, stream: str = "segment",
+           batch_size: int = EXPORT_BATCH) -> dict[str, Any]:
+    """Push the segment's members to the connector's ``gear_write``, batch by batch."""
+    wg, inst = connector(engine, session, workspace, installation)
+    seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace.id,
+                                               Segment.name == segment))
+    if seg is None:
+        raise MarketplaceError(404, "segment_not_found", f"no segment {segment!r}")
+    out: dict[str, Any] = {"segment": segment, "installation": inst.id, "stream": stream,
+                           "members": 0, "written": 0, "failed": 0, "batches": 0,
+                           "errors": [], "ok": True}
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        value = _call(engine, session, wg, inst.id, "gear_write", stream=stream, records=batch)
+        result = value if isinstance(value, WriteResult) else WriteResult(written=len(batch))
+        out["written"] += result.written
+        out["failed"] += result.failed
+        out["errors"] = (out["errors"] + list(result.errors))[:MAX_PROBLEMS_KEPT]
+        out["batches"] += 1
+        batch.clear()
+
+    try:
+        for doc in iter_members(session, workspace.id, seg.rule):
+            out["members"] += 1
+            batch.append({**filter_profile(doc, inst.reads), "user_id": doc["user_id"]})
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    except SyncFailed as exc:
+        out["ok"] = False
+        out["errors"] = (out["errors"] + [str(exc)])[:MAX_PROBLEMS_KEPT]
+    return out

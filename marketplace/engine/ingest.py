@@ -1,0 +1,191 @@
+"""Event ingestion: store a batch, run the extensions' ``gear_on_event``, apply their patches.
+
+One batch is one transaction: the events, the profiles they create, the
+patches the extensions return and any ``ctx.state`` the gears write commit
+together, so a failed batch leaves nothing behind and a retried one (same
+event ids) is not counted twice.
+
+Per event, every enabled extension declaring ``gear_on_event`` is called
+through the workspace's plugin manager (``pm.hook.gear_on_event``). Its
+patch is applied only if it stays within the gear's declared write set
+(checked by the runtime) and within ``attributes``/``traits`` (checked
+here); a refused patch is counted as that installation's error and the
+other gears' patches still apply. Patches apply in plugin order, each seeing
+the profile as the previous gears left it on the *next* event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from marketplace.db import utcnow
+from marketplace.engine.manager import EngineManager, Outcome
+from marketplace.engine.models import Event, Profile
+from marketplace.engine.profiles import (
+    RECENT_EVENTS,
+    PatchError,
+    apply_patch,
+    iso,
+    load_profiles,
+    profile_doc,
+    recent_events,
+)
+from marketplace.engine.state import bound_session
+from marketplace.engine.validation import NewEvent
+from marketplace.models import Workspace
+from marketplace.runtime import GearFailure, GearResult
+
+
+@dataclass
+class GearErrors:
+    """Errors of one installation during one batch."""
+
+    gear: str
+    count: int = 0
+    codes: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    def add(self, code: str, message: str) -> None:
+        self.count += 1
+        self.codes[code] = self.codes.get(code, 0) + 1
+        self.last_error = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gear": self.gear, "count": self.count, "codes": dict(self.codes),
+                "last_error": self.last_error}
+
+
+@dataclass
+class IngestResult:
+    """What ``POST /events`` answers."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    profiles_created: int = 0
+    patches_applied: int = 0
+    gear_errors: dict[str, GearErrors] = field(default_factory=dict)
+    took_ms: float = 0.0
+
+    def error(self, installation: str, gear: str, code: str, message: str) -> None:
+        self.gear_errors.setdefault(installation, GearErrors(gear)).add(code, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "profiles_created": self.profiles_created,
+                "patches_applied": self.patches_applied,
+                "gear_errors": {k: v.to_dict() for k, v in self.gear_errors.items()},
+                "took_ms": round(self.took_ms, 3)}
+
+
+def _event_doc(e: NewEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": e.event_id, "user_id": e.user_id, "type": e.type,
+                           "properties": e.properties, "timestamp": iso(e.timestamp)}
+    if e.name is not None:
+        out["name"] = e.name
+    return out
+
+
+def _new_only(session: Session, workspace_id: int, events: list[NewEvent],
+              result: IngestResult) -> list[NewEvent]:
+    ids = [e.event_id for e in events]
+    seen: set[str] = set()
+    for start in range(0, len(ids), 500):
+        seen.update(session.scalars(select(Event.event_id).where(
+            Event.workspace_id == workspace_id, Event.event_id.in_(ids[start:start + 500]))))
+    fresh, batch_ids = [], set()
+    for e in events:
+        if e.event_id in seen or e.event_id in batch_ids:
+            result.duplicates += 1
+            continue
+        batch_ids.add(e.event_id)
+        fresh.append(e)
+    return fresh
+
+
+def _apply_results(results: list[Any], doc: dict[str, Any], result: IngestResult) -> bool:
+    changed = False
+    for r in results:
+        if isinstance(r, GearFailure):
+            result.error(r.installation, r.gear, r.error.code, r.error.message)
+        elif isinstance(r, GearResult) and r.value is not None:
+            try:
+                if apply_patch(doc, r.value):
+                    changed = True
+                result.patches_applied += 1
+            except PatchError as exc:
+                result.error(r.installation, r.gear, "patch_refused", str(exc))
+    return changed
+
+
+def ingest(engine: EngineManager, session: Session, workspace: Workspace,
+           events: list[NewEvent]) -> IngestResult:
+    """Store ``events`` (validated) and run the extensions on them; the caller commits."""
+    began = time.perf_counter()
+    result = IngestResult()
+    wg = engine.workspace(session, workspace)
+    fresh = _new_only(session, workspace.id, events, result)
+    result.accepted = len(fresh)
+    if not fresh:
+        result.took_ms = (time.perf_counter() - began) * 1000
+        return result
+
+    users = list(dict.fromkeys(e.user_id for e in fresh))
+    rows = load_profiles(session, workspace.id, users)
+    with_events = wg.reads_events()
+    docs = {u: profile_doc(rows.get(u), u, recent_events(session, workspace.id, u)
+                           if with_events and u in rows else [] if with_events else None)
+            for u in users}
+
+    now = utcnow()
+    session.execute(insert(Event), [
+        {"workspace_id": workspace.id, "event_id": e.event_id, "user_id": e.user_id,
+         "type": e.type, "name": e.name, "properties": e.properties,
+         "timestamp": e.timestamp, "received_at": now} for e in fresh])
+
+    caller, failed = engine.hook(session, wg, "gear_on_event")
+    for out in failed:
+        _count_unavailable(out, len(fresh), result)
+    changed: set[str] = set()
+    if caller.get_hookimpls():
+        with bound_session(session):
+            for e in fresh:
+                doc = docs[e.user_id]
+                event = _event_doc(e)
+                if with_events:
+                    doc["events"].append(event)
+                    del doc["events"][:-RECENT_EVENTS]
+                results = caller(event=event, profile=doc, config=None, ctx=None)
+                if _apply_results(results, doc, result):
+                    changed.add(e.user_id)
+    _save_profiles(session, workspace.id, users, rows, docs, changed, result, now)
+    session.flush()
+    result.took_ms = (time.perf_counter() - began) * 1000
+    return result
+
+
+def _count_unavailable(out: Outcome, n: int, result: IngestResult) -> None:
+    for _ in range(n):
+        result.error(out.installation, out.gear, out.error or "load_failed", out.message or "")
+
+
+def _save_profiles(session: Session, workspace_id: int, users: list[str],
+                   rows: dict[str, Profile], docs: dict[str, dict[str, Any]],
+                   changed: set[str], result: IngestResult, now: Any) -> None:
+    for user in users:
+        doc = docs[user]
+        row = rows.get(user)
+        if row is None:
+            session.add(Profile(workspace_id=workspace_id, user_id=user,
+                                attributes=doc["attributes"], traits=doc["traits"],
+                                created_at=now, updated_at=now))
+            result.profiles_created += 1
+        elif user in changed:
+            row.attributes, row.traits, row.updated_at = doc["attributes"], doc["traits"], now
+        else:
+            row.updated_at = now
+

@@ -1,0 +1,354 @@
+"""The engine's side of the runtime: which workers run, and the plugin manager per workspace.
+
+One :class:`~marketplace.runtime.Runtime` serves the whole process
+(:func:`process_runtime`: created on first use, closed at exit). Each app
+gets an :class:`EngineManager` that knows the app's database and blob store
+and keeps, per workspace, a pluggy ``PluginManager`` whose plugins are the
+runtime's proxies of that workspace's enabled installations.
+
+Workers start lazily: the first call of a hook in a workspace starts the
+workers of the enabled installations declaring that hook (fetching the
+installed version through the :class:`~marketplace.runtime.loader.GearCache`,
+which verifies it before it runs). A workspace's list of installations is
+re-read from the database every :data:`REFRESH_SECONDS`, so a change made by
+another process (another replica, ``engine worker``) is picked up even
+without its signal; in-process changes arrive at once through the
+:mod:`marketplace.workspaces.events` signals (:mod:`marketplace.engine.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gears_sdk.hookspecs import get_plugin_manager
+from gears_sdk.manifest import Manifest, load_manifest
+from marketplace.blobs import get_blob_store
+from marketplace.db import database
+from marketplace.engine.state import DbStateStore
+from marketplace.models import Gear, GearVersion, Workspace
+from marketplace.runtime import GearCallError, Installation, Runtime
+from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
+from marketplace.workspaces.models import Installation as InstallationRow
+from marketplace.workspaces.models import InstallationStatus
+from marketplace.workspaces.secrets import installation_secrets
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 2.0
+
+# -- the process-wide runtime -------------------------------------------------------------
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+#: installation id -> the manager that started it, for the breaker's callback.
+_owners: dict[str, EngineManager] = {}
+
+
+def _dispatch_disable(installation: str, reason: str) -> None:
+    owner = _owners.get(installation)
+    if owner is not None:
+        owner.queue_failure(installation, reason)
+
+
+def breaker_callback(installation: str, reason: str) -> None:
+    """The ``on_disable`` callback a runtime shared with the engine must be built with."""
+    _dispatch_disable(installation, reason)
+
+
+def process_runtime() -> Runtime:
+    """The process's runtime, created on first use and closed when the process exits."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime(on_disable=_dispatch_disable)
+            atexit.register(_runtime.close)
+        return _runtime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one gear call went, for the ``gears`` field of responses and the decision log."""
+
+    installation: str
+    gear: str
+    hook: str
+    ok: bool
+    error: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"installation": self.installation, "gear": self.gear,
+                               "hook": self.hook, "ok": self.ok}
+        if not self.ok:
+            out["error"], out["message"] = self.error, self.message
+        return out
+
+
+@dataclass
+class InstalledGear:
+    """What the engine knows about one installation without touching its worker."""
+
+    id: str
+    workspace_id: int
+    gear: str
+    version: str
+    kind: str
+    hooks: frozenset[str]
+    reads: tuple[str, ...]
+    runnable: bool
+    fingerprint: tuple[Any, ...]
+
+
+@dataclass
+class WorkspaceGears:
+    """One workspace's installations and the plugin manager holding their started proxies."""
+
+    name: str
+    id: int
+    installations: dict[str, InstalledGear] = field(default_factory=dict)
+    pm: pluggy.PluginManager = field(default_factory=get_plugin_manager)
+    registered: set[str] = field(default_factory=set)
+    load_failures: dict[str, Outcome] = field(default_factory=dict)
+    checked_at: float = 0.0
+
+    def reads_events(self) -> bool:
+        """Whether a runnable installation reads the profile's event history."""
+        return any(g.runnable and any(r == "events" or r.startswith(("events.", "*"))
+                                      for r in g.reads)
+                   for g in self.installations.values())
+
+
+def _installed(row: InstallationRow, manifest: dict[str, Any]) -> InstalledGear:
+    perms = (manifest.get("permissions") or {}).get("profile") or {}
+    return InstalledGear(
+        id=row.id, workspace_id=row.workspace_id, gear=row.gear.name, version=row.version,
+        kind=str(manifest.get("kind")), hooks=frozenset(manifest.get("hooks") or ()),
+        reads=tuple(perms.get("read") or ()),
+        runnable=row.enabled and row.status is InstallationStatus.active,
+        fingerprint=(row.version, repr(sorted((row.config or {}).items())),
+                     row.secrets_encrypted, row.enabled, row.status.value))
+
+
+class EngineManager:
+    """Starts, calls and stops one app's installations in the process runtime."""
+
+    def __init__(self, app: Flask, runtime: Runtime | None = None):
+        self.app = app
+        self._runtime = runtime
+        root = Path(app.instance_path) / "engine"
+        self.cache = GearCache(root / "gear-cache", StoreFetcher(get_blob_store(app)))
+        self.data_root = root / "data"
+        self.sessions: Callable[[], Session] = database(app).sessionmaker
+        self._workspaces: dict[str, WorkspaceGears] = {}
+        self._lock = threading.RLock()
+        self._failures: list[tuple[str, str]] = []
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = process_runtime()
+        return self._runtime
+
+    def attach_runtime(self, runtime: Runtime) -> None:
+        """Use ``runtime`` instead of the process's (tests, embedders with their own
+        settings); give it :func:`breaker_callback` as ``on_disable``."""
+        self.close()
+        self._runtime = runtime
+
+    # -- workspaces ---------------------------------------------------------------------
+
+    def workspace(self, session: Session, workspace: Workspace) -> WorkspaceGears:
+        """The workspace's gears, re-read from the database when the last look is stale."""
+        with self._lock:
+            wg = self._workspaces.get(workspace.name)
+            if wg is None or wg.id != workspace.id:
+                wg = WorkspaceGears(workspace.name, workspace.id)
+                self._workspaces[workspace.name] = wg
+            if time.monotonic() - wg.checked_at > REFRESH_SECONDS:
+                self._refresh(session, wg)
+            return wg
+
+    def _refresh(self, session: Session, wg: WorkspaceGears) -> None:
+        rows = session.execute(
+            select(InstallationRow, GearVersion.manifest)
+            .join(Gear, InstallationRow.gear_id == Gear.id)
+            .join(GearVersion, (GearVersion.gear_id == Gear.id)
+                  & (GearVersion.version == InstallationRow.version))
+            .where(InstallationRow.workspace_id == wg.id)).all()
+        fresh = {row.id: _installed(row, manifest) for row, manifest in rows}
+        for iid, old in list(wg.installations.items()):
+            new = fresh.get(iid)
+            if new is None or new.fingerprint != old.fingerprint:
+                self._retire(wg, iid)
+        wg.installations = fresh
+        wg.checked_at = time.monotonic()
+
+    def _retire(self, wg: WorkspaceGears, installation: str) -> None:
+        """Unregister and stop an installation's worker (the next use starts it afresh)."""
+        if installation in wg.registered:
+            plugin = wg.pm.get_plugin(installation)
+            if plugin is not None:
+                wg.pm.unregister(plugin, name=installation)
+            wg.registered.discard(installation)
+        wg.load_failures.pop(installation, None)
+        self.runtime.stop(installation)
+        _owners.pop(installation, None)
+
+    def forget(self, workspace: str | None, installation: str) -> None:
+        """Drop what is known about ``installation`` now (a signal said it changed)."""
+        with self._lock:
+            for wg in self._workspaces.values():
+                if workspace in (None, wg.name):
+                    if installation in wg.installations or installation in wg.registered:
+                        self._retire(wg, installation)
+                    wg.installations.pop(installation, None)
+                    wg.checked_at = 0.0
+
+    # -- starting -----------------------------------------------------------------------
+
+    def _start(self, session: Session, wg: WorkspaceGears, inst: InstalledGear) -> None:
+        row = session.get(InstallationRow, inst.id)
+        if row is None:
+            raise LoaderError(f"installation {inst.id} no longer exists", code="not_found")
+        self.start_worker(session, row.gear.name, row.version, inst.id, wg.name, wg.id,
+                          dict(row.config or {}), installation_secrets(row))
+        plugin = self.runtime.proxy(inst.id)
+        wg.pm.register(plugin, name=inst.id)
+        wg.registered.add(inst.id)
+
+    def start_worker(self, session: Session, gear: str, version: str, installation: str,
+                     workspace: str, workspace_id: int, config: dict[str, Any],
+                     secrets: dict[str, Any]) -> None:
+        """Fetch, verify and start one installation's worker in the process runtime."""
+        row = session.scalar(select(GearVersion).join(Gear).where(
+            Gear.name == gear, GearVersion.version == version))
+        if row is None:
+            raise LoaderError(f"{gear} {version} is not in the registry", code="not_found")
+        if row.quarantined:
+            raise LoaderError(f"{gear} {version} is quarantined and may not run",
+                              code="quarantined")
+        gear_dir = self.cache.load(gear, version, row.sha256)
+        manifest: Manifest = load_manifest(gear_dir)
+        inst = Installation(
+            id=installation, workspace=workspace, gear_dir=gear_dir, manifest=manifest,
+            config=config, secrets={k: str(v) for k, v in secrets.items()},
+            data_dir=self.data_root / installation,
+            state=DbStateStore(self.sessions, installation, workspace_id,
+                               int(manifest.limits.get("state_kb", 256))))
+        _owners[installation] = self
+        self.runtime.stop(installation)
+        self.runtime.start(inst)
+
+    def ensure(self, session: Session, wg: WorkspaceGears, hook: str,
+               only: Iterable[str] | None = None) -> list[Outcome]:
+        """Start the runnable installations declaring ``hook`` (or just ``only``);
+        the outcomes of those that could not start."""
+        wanted = set(only) if only is not None else None
+        failed: list[Outcome] = []
+        with self._lock:
+            for inst in list(wg.installations.values()):
+                if not inst.runnable or hook not in inst.hooks:
+                    continue
+                if wanted is not None and inst.id not in wanted:
+                    continue
+                if inst.id in wg.registered:
+                    continue
+                if inst.id in wg.load_failures:
+                    failed.append(wg.load_failures[inst.id])
+                    continue
+                try:
+                    self._start(session, wg, inst)
+                except (GearCallError, LoaderError) as exc:
+                    log.error("cannot start %s (%s): %s", inst.gear, inst.id, exc)
+                    out = Outcome(inst.id, inst.gear, hook, False,
+                                  getattr(exc, "code", "load_failed"), str(exc))
+                    wg.load_failures[inst.id] = out
+                    failed.append(out)
+        return failed
+
+    def hook(self, session: Session, wg: WorkspaceGears,
+             hook: str) -> tuple[pluggy.HookCaller, list[Outcome]]:
+        """``pm.hook.<hook>`` over every runnable installation declaring it."""
+        failed = self.ensure(session, wg, hook)
+        return getattr(wg.pm.hook, hook), failed
+
+    def hook_for(self, session: Session, wg: WorkspaceGears, installation: str,
+                 hook: str) -> tuple[pluggy.HookCaller | None, Outcome | None]:
+        """A caller of ``hook`` reaching only ``installation``, or why there is none."""
+        inst = wg.installations.get(installation)
+        if inst is None:
+            return None, Outcome(installation, "?", hook, False, "not_installed",
+                                 "the installation does not exist in this workspace")
+        if not inst.runnable:
+            return None, Outcome(inst.id, inst.gear, hook, False, "disabled",
+                                 "the installation is disabled")
+        if hook not in inst.hooks:
+            return None, Outcome(inst.id, inst.gear, hook, False, "hook_missing",
+                                 f"{inst.gear} does not implement {hook}")
+        failed = self.ensure(session, wg, hook, only=[installation])
+        if failed:
+            return None, failed[0]
+        others = [wg.pm.get_plugin(i) for i in wg.registered if i != installation]
+        return wg.pm.subset_hook_caller(hook, remove_plugins=[p for p in others if p]), None
+
+    # -- failures, health, shutdown -----------------------------------------------------
+
+    def queue_failure(self, installation: str, reason: str) -> None:
+        """The breaker tripped during a call; persisted by :meth:`flush_failures`."""
+        with self._lock:
+            self._failures.append((installation, reason))
+
+    def flush_failures(self) -> None:
+        """Mark queued installations failed (after the caller's transaction ended:
+        on SQLite a second writer would wait for the first)."""
+        from marketplace.workspaces.service import mark_failed
+
+        with self._lock:
+            pending, self._failures = self._failures, []
+        for installation, reason in pending:
+            session = self.sessions()
+            try:
+                mark_failed(session, installation, reason)
+            except Exception:
+                log.exception("cannot mark installation %s failed", installation)
+                session.rollback()
+            finally:
+                session.close()
+
+    def health(self, installation: str) -> dict[str, Any] | None:
+        """The runtime's counters for ``installation``, or ``None`` when it is not running."""
+        if self._runtime is None:
+            return None
+        snap = self._runtime.health().get(installation)
+        if snap is None:
+            return None
+        return {k: snap[k] for k in ("calls", "errors", "timeouts", "restarts", "disabled",
+                                     "reason", "last_error", "p50_ms", "p99_ms", "level")}
+
+    def remove_data(self, installation: str) -> None:
+        shutil.rmtree(self.data_root / installation, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop every worker this manager started (the runtime itself lives on)."""
+        with self._lock:
+            for wg in self._workspaces.values():
+                for iid in list(wg.registered):
+                    self._retire(wg, iid)
+            self._workspaces.clear()
+            for iid, owner in list(_owners.items()):
+                if owner is self:
+                    self.runtime.stop(iid)
+                    _owners.pop(iid, None)
