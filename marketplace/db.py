@@ -51,6 +51,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+#: Database objects that are not ORM models: the full-text search machinery
+#: created by the ``0005`` migration. Schema comparisons leave them out.
+SEARCH_OBJECTS = frozenset({"gears_fts", "gears_fts_data", "gears_fts_idx", "gears_fts_docsize",
+                            "gears_fts_config", "gears_fts_content", "ix_gears_search"})
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic ``include_object``: everything but :data:`SEARCH_OBJECTS`."""
+    return name not in SEARCH_OBJECTS
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (the only kind the models store)."""
     return datetime.now(UTC)

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from marketplace import models  # noqa: F401  (registers the core tables on Base.metadata)
 from marketplace.app import BLUEPRINT_MODULES
-from marketplace.db import Base, database
+from marketplace.db import Base, database, include_object
 
 # Each domain package imports its own models; importing them all registers
 # every table, so autogenerate and comparisons see the whole schema.
@@ -33,6 +33,7 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

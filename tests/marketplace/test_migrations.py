@@ -6,12 +6,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from marketplace.db import Base, current_revision, database, head_revision, is_up_to_date, upgrade
+from marketplace.db import (
+    Base,
+    current_revision,
+    database,
+    head_revision,
+    include_object,
+    is_up_to_date,
+    upgrade,
+)
 
 
 def test_migrated_schema_matches_models(app):
     with database(app).engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
         diffs = compare_metadata(ctx, Base.metadata)
     assert diffs == []
 
@@ -23,3 +31,33 @@ def test_upgrade_is_idempotent_and_at_head(app):
     tables = set(inspect(database(app).engine).get_table_names())
     assert {"users", "publishers", "publisher_members", "workspaces", "workspace_members",
             "api_tokens", "gears", "gear_versions", "audit_entries"} <= tables
+
+
+def test_search_index_follows_gear_changes(app, session, make_user, make_publisher):
+    """The full-text index is kept in sync by the database itself (triggers on SQLite)."""
+    from marketplace.models import Gear
+    from marketplace.registry.queries import Viewer
+    from marketplace.registry.search import CatalogQuery, search
+
+    admin = make_user(role="admin")
+    publisher = make_publisher(name="acme")
+    gear = Gear(publisher_id=publisher.id, name="acme/affinity", kind="extension",
+                title="Category affinity", summary="Learns favourite categories", categories=[])
+    session.add(gear)
+    session.commit()
+    viewer = Viewer(user=admin)
+    if session.get_bind().dialect.name == "sqlite":
+        from marketplace.registry.search import _has_fts
+
+        assert _has_fts(session), "the FTS5 table should exist after migrating"
+
+    def found(q: str) -> list[str]:
+        return [g.name for g in search(session, CatalogQuery(q=q), viewer, with_facets=False).gears]
+
+    assert found("favour") == ["acme/affinity"]
+    gear.summary = "Learns preferred brands"
+    session.commit()
+    assert found("favour") == [] and found("brand") == ["acme/affinity"]
+    session.delete(gear)
+    session.commit()
+    assert found("brand") == []
