@@ -108,7 +108,10 @@ def _describe(sec: Section, size: RegistrySize, subs: list[Subject]) -> None:
         "/<name>` with the tarball attached as base64, bearer token)",
         f"download: {tool} at concurrency {size.download_concurrency} for "
         f"{size.download_seconds:g} s against one package file per server, anonymous; Gears "
-        "serves `GET /api/v1/gears/<publisher>/<name>/<version>/download` from local storage",
+        "serves `GET /api/v1/gears/<publisher>/<name>/<version>/download` from local storage; "
+        f"by then every server holds the same {size.packages * 2 * size.repeats:,} packages "
+        "(pypiserver finds a file by walking its package list, so its download rate falls as "
+        "its index grows)",
     ]
     sec.method += [f"{s.name} {s.version}: {s.settings}" for s in subs if not s.unavailable]
     sec.versions.update({s.name: s.version or "—" for s in subs})
