@@ -151,7 +151,7 @@ def run(size: SearchSize | None = None) -> Section:
         env = _env(tmp)
         run_command([sys.executable, "-m", "marketplace.cli", "init"], env=env, cwd=tmp, timeout=120)
         from marketplace import create_app
-        from marketplace.web import search as web_search
+        from marketplace.registry import search as web_search
 
         app = create_app({"DATABASE_URL": env["GEARS_DATABASE_URL"],
                           "STORAGE_URL": env["GEARS_STORAGE_URL"],
@@ -173,7 +173,7 @@ def run(size: SearchSize | None = None) -> Section:
             f"through the models; SQLite; {index}",
             f"query mix ({len(QUERIES)} kinds): "
             + "; ".join(f"{label} {params or ''}" for label, params in QUERIES),
-            f"in-process: `marketplace.web.search.search()` (the search page's function, with "
+            f"in-process: `marketplace.registry.search.search()` (the search page's function, with "
             f"facet counts) and `marketplace.registry.queries.search_gears()` (what `GET "
             f"/api/v1/gears` calls), anonymous viewer, {size.rounds} rounds of the mix per run",
             f"HTTP: `GET /search?…` (HTML, facets) and `GET /api/v1/gears?…` (JSON) against "
@@ -207,7 +207,7 @@ def _in_process(app: Any, size: SearchSize, rows: dict[str, Row],
                 notes: list[str]) -> None:
     from marketplace.db import get_session
     from marketplace.registry import queries
-    from marketplace.web.search import CatalogQuery, search
+    from marketplace.registry.search import CatalogQuery, search
 
     viewer = queries.Viewer()
     web_queries = [CatalogQuery(q=p.get("q", ""), kind=p.get("kind", ""),
