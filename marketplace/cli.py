@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from marketplace.engine.cli import engine_group
 from marketplace.errors import MarketplaceError
 from marketplace.storage import StorageError
 
@@ -247,6 +248,9 @@ def vet_worker(ctx: click.Context, once: bool, poll: float) -> None:
     except KeyboardInterrupt:  # pragma: no cover - interactive
         return
     click.echo(f"vetted {done} version{'s' if done != 1 else ''}")
+
+
+main.add_command(engine_group)
 
 
 # -- accounts -------------------------------------------------------------------------------
