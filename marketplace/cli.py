@@ -361,14 +361,17 @@ def gc(ctx: click.Context, grace_hours: float, dry_run: bool) -> None:
 @main.command("seed-demo")
 @click.pass_context
 def seed_demo(ctx: click.Context) -> None:
-    """Create demo accounts (dev@gears.local, biz@gears.local, publisher acme, workspace demo)."""
-    from marketplace.db import session_scope
+    """Seed the demo: accounts, the example gears published and approved, a workspace
+    with gears installed, a catalog, segments, campaigns and sample events."""
     from marketplace.demo import seed_demo as seed
 
-    with session_scope(get_app(ctx)) as session:
-        lines = seed(session)
-    for line in lines:
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
         click.echo(line)
+
+    seed(get_app(ctx), say)
     if not lines:
         click.echo("demo data already present")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from sqlalchemy import select
 
 from marketplace.accounts import authenticate_password, authenticate_token
@@ -79,14 +81,21 @@ def test_create_token_refuses_unknown_scope(runner):
     assert "unknown scope" in result.stderr
 
 
-def test_seed_demo_is_idempotent(runner, session):
+@pytest.mark.slow
+def test_seed_demo_is_idempotent(runner, session, make_user):
+    make_user(role="admin", email="admin@gears.local")
     first = runner.invoke("seed-demo")
     assert first.exit_code == 0, first.output
     password = re.search(r"dev@gears\.local with password (\S+)", first.stdout).group(1)
     assert authenticate_password(session, "dev@gears.local", password) is not None
+    assert "workspace token for biz@gears.local" in first.stdout
+    # The example gears went through the publish, vetting and review paths.
+    assert "approved acme/hero-banner 1.0.0" in first.stdout
+    assert "installed acme/rfm-score into demo" in first.stdout
+    assert "sample events through the installed gears" in first.stdout
     second = runner.invoke("seed-demo")
     assert second.exit_code == 0
-    assert "password" not in second.stdout
+    assert "password" not in second.stdout and "published" not in second.stdout
 
 
 def test_db_upgrade_reports_head(runner):

@@ -1,4 +1,4 @@
-"""Demo data for ``make run``: people and places to try the marketplace with.
+"""Demo accounts: people and places to try the marketplace with.
 
 Idempotent: what exists is left alone, and a password is printed only when
 its account is created (it is never stored in plaintext, so it cannot be
@@ -25,7 +25,7 @@ def new_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-def seed_demo(session: Session) -> list[str]:
+def seed_accounts(session: Session) -> list[str]:
     """Create the demo accounts that are missing; returns lines to show the operator."""
     lines: list[str] = []
     for email, role in ((DEMO_DEVELOPER, Role.developer), (DEMO_BUSINESS, Role.business)):
