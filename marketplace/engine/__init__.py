@@ -3,7 +3,7 @@
 Gears live here. Events flow in (:mod:`~marketplace.engine.ingest`) through
 the workspace's extensions, connectors sync data in and segments out
 (:mod:`~marketplace.engine.connectors`), and decisions
-(:mod:`~marketplace.engine.decide`) pick an experience and let a template
+(:mod:`~marketplace.engine.decisions`) pick an experience and let a template
 render it. Every gear call goes through the process's sandboxed runtime,
 managed by :class:`~marketplace.engine.manager.EngineManager`.
 
@@ -88,7 +88,7 @@ def ingest_events(app: Flask, workspace: str, events: list[dict[str, Any]]) -> d
 def decide(app: Flask, workspace: str, user_id: str, placement: str,
            context: dict[str, Any] | None = None) -> dict[str, Any]:
     """One decision, logged, as ``POST /decide`` answers it."""
-    from marketplace.engine.decide import decide as run
+    from marketplace.engine.decisions import decide as run
 
     manager = get_engine(app)
     with session_scope(app) as session:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from marketplace.auth import require_scope
 from marketplace.db import get_session
 from marketplace.engine import connectors, setup
-from marketplace.engine.decide import decide as run_decision
+from marketplace.engine.decisions import decide as run_decision
 from marketplace.engine.ingest import ingest
 from marketplace.engine.manager import EngineManager
 from marketplace.engine.models import Decision, SyncRun, SyncSchedule

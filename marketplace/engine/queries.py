@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.engine.audience import ProfileCounter, profile_matches
-from marketplace.engine.decide import item_doc
+from marketplace.engine.decisions import item_doc
 from marketplace.engine.models import CatalogItem, Decision, Profile, Segment
 from marketplace.engine.profiles import profile_doc, recent_events
 from marketplace.errors import MarketplaceError
