@@ -70,8 +70,8 @@ def _command_markdown(cmd: click.Command, path: str, parent: click.Context) -> l
         return out
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     out = [f"\n## `{path}`\n\n```\n{path} {usage}\n```\n\n", inspect.cleandoc(cmd.help or ""), "\n"]
-    rows = [p.get_help_record(ctx) for p in cmd.get_params(ctx) if isinstance(p, click.Option)]
-    rows = [r for r in rows if r]
+    records = [p.get_help_record(ctx) for p in cmd.get_params(ctx) if isinstance(p, click.Option)]
+    rows = [r for r in records if r is not None]
     if rows:
         out.append("\n| option | meaning |\n| --- | --- |\n")
         for opt, text in rows:

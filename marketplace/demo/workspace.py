@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.accounts import service as accounts
 from marketplace.db import utcnow
-from marketplace.models import Gear
+from marketplace.models import Gear, Workspace
 from marketplace.workspaces import service as installs
 from marketplace.workspaces.models import Installation
 
@@ -45,9 +45,16 @@ def catalog_items() -> list[dict[str, Any]]:
     return items
 
 
+def _workspace(session: Session, name: str) -> Workspace:
+    workspace = accounts.get_workspace(session, name)
+    if workspace is None:
+        raise RuntimeError(f"the demo workspace {name!r} does not exist; seed the accounts first")
+    return workspace
+
+
 def install_gears(session: Session, workspace_name: str, member: str, say: Say) -> dict[str, str]:
     """Install the demo gears that are missing; ``{gear name: installation id}``."""
-    workspace = accounts.get_workspace(session, workspace_name)
+    workspace = _workspace(session, workspace_name)
     actor = accounts.require_user(session, member)
     have = {name: iid for iid, name in session.execute(
         select(Installation.id, Gear.name).join(Gear, Installation.gear_id == Gear.id)
@@ -125,7 +132,7 @@ def seed_engine(app: Flask, session: Session, workspace_name: str, ids: dict[str
     from marketplace.engine.models import CatalogItem
     from marketplace.engine.validation import check_event_batch
 
-    workspace = accounts.get_workspace(session, workspace_name)
+    workspace = _workspace(session, workspace_name)
     if session.scalar(select(CatalogItem.id).where(CatalogItem.workspace_id == workspace.id)):
         return
     items = catalog_items()

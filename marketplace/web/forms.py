@@ -82,7 +82,8 @@ def widget_for(schema: Mapping[str, Any]) -> str:
     if t == "object" and isinstance(schema.get("properties"), dict):
         return "fieldset"
     if t == "array":
-        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        raw_items = schema.get("items")
+        items: Mapping[str, Any] = raw_items if isinstance(raw_items, dict) else {}
         if isinstance(items.get("enum"), list):
             return "checkboxes"
         if schema_type(items) in ("string", "integer", "number"):
@@ -164,7 +165,8 @@ class FormField:
 
 
 def _props(schema: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], bool]]:
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    raw = schema.get("properties")
+    props: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     required = set(schema.get("required") or [])
     return [(k, v if isinstance(v, dict) else {}, k in required) for k, v in props.items()]
 
