@@ -39,8 +39,10 @@ from marketplace.blobs import get_blob_store
 from marketplace.db import database
 from marketplace.engine.state import DbStateStore
 from marketplace.models import Gear, GearVersion, Workspace
+from marketplace.registry.signing import VersionSignature, keyring
 from marketplace.runtime import GearCallError, Installation, Runtime
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
+from marketplace.runtime.signatures import SignedManifest, verified_load
 from marketplace.workspaces.models import Installation as InstallationRow
 from marketplace.workspaces.models import InstallationStatus
 from marketplace.workspaces.secrets import installation_secrets
@@ -229,6 +231,16 @@ class EngineManager:
         wg.pm.register(plugin, name=inst.id)
         wg.registered.add(inst.id)
 
+    @staticmethod
+    def _signed(session: Session, row: GearVersion, gear: str) -> SignedManifest:
+        """What the registry signed for ``row``: every load is checked against it (the
+        signature, then each unpacked file's hash), so a tampered cache never runs."""
+        sig = session.get(VersionSignature, row.id)
+        return SignedManifest(
+            name=gear, version=row.version, sha256=row.sha256,
+            files=dict(sig.files) if sig else {},
+            signature=sig.signature if sig else None, key_id=sig.key_id if sig else None)
+
     def start_worker(self, session: Session, gear: str, version: str, installation: str,
                      workspace: str, workspace_id: int, config: dict[str, Any],
                      secrets: dict[str, Any]) -> None:
@@ -240,7 +252,8 @@ class EngineManager:
         if row.quarantined:
             raise LoaderError(f"{gear} {version} is quarantined and may not run",
                               code="quarantined")
-        gear_dir = self.cache.load(gear, version, row.sha256)
+        gear_dir = verified_load(self.cache, self._signed(session, row, gear),
+                                 keyring(self.app).public_keys())
         manifest: Manifest = load_manifest(gear_dir)
         inst = Installation(
             id=installation, workspace=workspace, gear_dir=gear_dir, manifest=manifest,
