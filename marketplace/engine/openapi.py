@@ -92,14 +92,13 @@ def _json(schema: str) -> dict[str, Any]:
 
 
 def _op(summary: str, response: str, *errors: int, body: str | None = None,
-        status: str = "200", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        status: str = "200") -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}],
                           "responses": {status: {"description": "OK", **_json(response)}}}
     for code in (401, 403, 404, *errors):
         op["responses"][str(code)] = {"description": "error", **_json("Error")}
     if body:
         op["requestBody"] = {"required": True, **_json(body)}
-    op.update(extra or {})
     return op
 
 
@@ -131,8 +130,7 @@ def paths() -> dict[str, Any]:
         f"{W}/connectors/{{installation}}/check": {
             "post": _op("Test a connector's connection", "CheckResult", 409)},
         f"{W}/connectors/{{installation}}/sync": {
-            "post": _op("Sync a connector's streams now", "SyncRun", 409, 422,
-                        extra={"responses": {}})},
+            "post": _op("Sync a connector's streams now", "SyncRun", 409, 422)},
         f"{W}/connectors/{{installation}}/runs": {
             "get": _op("A connector's latest sync runs", "SyncRunList", 409, 422)},
         f"{W}/connectors/{{installation}}/schedule": {
