@@ -41,6 +41,8 @@ from marketplace.engine.state import DbStateStore
 from marketplace.models import Gear, GearVersion, Workspace
 from marketplace.registry.signing import VersionSignature, keyring
 from marketplace.runtime import GearCallError, Installation, Runtime
+from marketplace.runtime.errors import SandboxError
+from marketplace.runtime.killswitch import KillListPoller
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
 from marketplace.runtime.signatures import SignedManifest, verified_load
 from marketplace.workspaces.models import Installation as InstallationRow
@@ -157,17 +159,51 @@ class EngineManager:
         self._workspaces: dict[str, WorkspaceGears] = {}
         self._lock = threading.RLock()
         self._failures: list[tuple[str, str]] = []
+        self.killswitch: KillListPoller | None = None
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = process_runtime()
+            self.start_killswitch()
         return self._runtime
+
+    def start_killswitch(self, interval: float | None = None) -> KillListPoller | None:
+        """Poll the registry's signed kill list and stop quarantined gears' workers.
+
+        The engine runs beside its registry, so the list is built from the same
+        database and signed with the same key the ``/api/v1/killlist`` endpoint
+        uses, then verified like any fetched list. Without a signing key (a
+        registry never initialized) there is nothing to verify against: say so.
+        """
+        if self.killswitch is not None:
+            return self.killswitch
+        ring = keyring(self.app)
+        keys = ring.public_keys()
+        if not keys:
+            log.warning("no registry signing key: the kill list is not polled "
+                        "(run `marketplace init`)")
+            return None
+        app = self.app
+
+        def fetch() -> dict[str, Any]:
+            from marketplace.registry.signing import sign_document
+            from marketplace.registry.trust_api import killlist_document
+
+            with app.app_context():
+                return sign_document(ring, killlist_document())
+
+        every = interval or float(app.config.get("KILLLIST_INTERVAL_SECONDS") or 10)
+        self.killswitch = KillListPoller(fetch, keys, self.runtime, every).start()
+        return self.killswitch
 
     def attach_runtime(self, runtime: Runtime) -> None:
         """Use ``runtime`` instead of the process's (tests, embedders with their own
         settings); give it :func:`breaker_callback` as ``on_disable``."""
         self.close()
+        if self.killswitch is not None:
+            self.killswitch.stop()
+            self.killswitch = None
         self._runtime = runtime
 
     # -- workspaces ---------------------------------------------------------------------
@@ -284,7 +320,9 @@ class EngineManager:
                     continue
                 try:
                     self._start(session, wg, inst)
-                except (GearCallError, LoaderError) as exc:
+                except (GearCallError, LoaderError, SandboxError) as exc:
+                    # A gear that cannot start (refused by the sandbox level or the kill
+                    # list, tampered, missing) fails alone; the engine keeps serving.
                     log.error("cannot start %s (%s): %s", inst.gear, inst.id, exc)
                     out = Outcome(inst.id, inst.gear, hook, False,
                                   getattr(exc, "code", "load_failed"), str(exc))

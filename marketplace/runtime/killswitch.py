@@ -112,6 +112,7 @@ class KillListPoller:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._attached = False
+        self._original_start: Callable[[Installation], Any] | None = None
 
     # -- decisions ----------------------------------------------------------
 
@@ -139,9 +140,16 @@ class KillListPoller:
                                    f"registry: {entry.reason}", code="quarantined")
             return original(inst)
 
+        self._original_start = original
         self.runtime.start = guarded_start  # type: ignore[method-assign]
         self._attached = True
         return self
+
+    def detach(self) -> None:
+        """Give ``runtime.start`` back its unguarded behaviour (the poller is retired)."""
+        if self._attached:
+            self.runtime.start = self._original_start  # type: ignore[method-assign]
+            self._attached = False
 
     # -- polling ------------------------------------------------------------
 
@@ -206,10 +214,12 @@ class KillListPoller:
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
+        """Stop polling and detach from the runtime."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.interval + 5)
             self._thread = None
+        self.detach()
 
 
 def _parse(stamp: str) -> datetime:
