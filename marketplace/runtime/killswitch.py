@@ -148,7 +148,7 @@ class KillListPoller:
     def detach(self) -> None:
         """Give ``runtime.start`` back its unguarded behaviour (the poller is retired)."""
         if self._attached and self._original_start is not None:
-            self.runtime.start = self._original_start  # type: ignore[method-assign]
+            self.runtime.start = self._original_start  # type: ignore[method-assign,assignment]
             self._attached = False
 
     # -- polling ------------------------------------------------------------
