@@ -37,7 +37,7 @@ from marketplace.engine.models import (
     SyncRun,
     SyncStatus,
 )
-from marketplace.engine.validation import Problem, check_event, check_item, problem
+from marketplace.engine.validation import ITEM_FIELDS, Problem, check_event, check_item, problem
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.runtime import GearFailure
@@ -148,11 +148,40 @@ def upsert_items(session: Session, workspace_id: int, items: list[dict[str, Any]
     return len(items)
 
 
+def foreign_record(record: Any, known: frozenset[str] | set[str], into: str) -> Any:
+    """A record from a foreign source, fitted to the engine's shape.
+
+    Feeds carry columns the engine has no field for (``updated_at``, ``sku``,
+    ``email``…): they are kept under ``into`` (``attributes``) instead of
+    refusing the record, and a numeric string in ``price`` becomes a number.
+    What still does not fit is reported by the usual checks.
+    """
+    if not isinstance(record, dict):
+        return record
+    out = {k: v for k, v in record.items() if k in known}
+    extra = {k: v for k, v in record.items() if k not in known}
+    nested = record.get(into, {})
+    if extra and isinstance(nested, dict):
+        out[into] = {**extra, **nested}
+    price = out.get("price")
+    if isinstance(price, str):
+        try:
+            out["price"] = float(price.strip())
+        except ValueError:
+            pass
+    return out
+
+
+PROFILE_FIELDS = frozenset({"user_id", "attributes", "traits"})
+
+
 def _apply(engine: EngineManager, session: Session, workspace: Workspace, kind: str,
            records: list[Any], problems: list[Problem]) -> int:
     if kind == "profiles":
+        records = [foreign_record(r, PROFILE_FIELDS, "attributes") for r in records]
         return _apply_profiles(session, workspace.id, records, problems)
     if kind == "items":
+        records = [foreign_record(r, ITEM_FIELDS, "attributes") for r in records]
         items = [check_item(r, f"$.records[{i}]", problems) for i, r in enumerate(records)]
         good = list({i["item_id"]: i for i in items if i is not None}.values())
         return upsert_items(session, workspace.id, good) if good else 0

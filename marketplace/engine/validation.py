@@ -146,7 +146,9 @@ def check_event_batch(body: Any) -> list[NewEvent]:
     return [e for e in out if e is not None]
 
 
-_ITEM_KEYS = {"id", "title", "category", "price", "url", "image_url", "attributes", "active"}
+ITEM_FIELDS = frozenset({"id", "title", "category", "price", "url", "image_url", "attributes",
+                         "active"})
+_ITEM_KEYS = ITEM_FIELDS
 
 
 def check_item(raw: Any, path: str, problems: list[Problem]) -> dict[str, Any] | None:

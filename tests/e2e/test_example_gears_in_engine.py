@@ -732,19 +732,24 @@ def _gear_module(directory: str, package: str) -> Any:
     return module
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: the import connectors pass every column on (feed-import items keep "
-    "updated_field, rest-source keeps the whole record), and the engine refuses item fields "
-    "it does not know, so syncing items with an updated-at column imports nothing"))
 def test_connector_item_records_fit_the_engine():
     """The READMEs' own examples, shaped by the gears, checked as the engine checks them."""
-    from marketplace.engine.validation import check_item
+    from marketplace.engine.connectors import foreign_record
+    from marketplace.engine.validation import ITEM_FIELDS, check_item
 
     feed = _gear_module("feed-import", "feed_import")
     rest = _gear_module("rest-source", "rest_source")
     row = {"id": "sku-1", "title": "Trail shoe", "price": 89.0,
            "updated_at": "2024-03-01T10:00:00Z"}
     problems: list[dict[str, str]] = []
-    check_item(feed.shape(row, "items", "id", "sku-1"), "$.feed", problems)
-    check_item(rest._shape(row, "items", "id"), "$.rest", problems)
+    feed_item = check_item(foreign_record(feed.shape(row, "items", "id", "sku-1"), ITEM_FIELDS,
+                                          "attributes"), "$.feed", problems)
+    rest_item = check_item(foreign_record(rest._shape(row, "items", "id"), ITEM_FIELDS,
+                                          "attributes"), "$.rest", problems)
     assert problems == []
+    # Columns the catalog has no field for are kept, not dropped.
+    assert feed_item is not None and feed_item["attributes"]["updated_at"] == row["updated_at"]
+    assert rest_item is not None and rest_item["price"] == 89.0
+    priced = check_item(foreign_record({"id": "x", "price": " 12.5 "}, ITEM_FIELDS, "attributes"),
+                        "$.csv", problems)
+    assert priced is not None and priced["price"] == 12.5
