@@ -183,8 +183,8 @@ def put_schedule(ws: str, installation: str) -> tuple[Response, int]:
 def export_segment(ws: str, segment: str, installation: str) -> tuple[Response, int]:
     w = workspace(ws)
     data = request.get_json(silent=True) if request.content_length else {}
-    stream = data.get("stream", "segment") if isinstance(data, dict) else "segment"
-    if not isinstance(stream, str) or not stream:
+    stream = data.get("stream") if isinstance(data, dict) else None
+    if stream is not None and (not isinstance(stream, str) or not stream):
         raise invalid("'stream' names the destination stream", [problem("$.stream", "a name")])
     out = connectors.export(engine(), get_session(), w, segment, installation, stream=stream)
     return _done(out, 200 if out["ok"] else 502)

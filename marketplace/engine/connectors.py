@@ -278,15 +278,37 @@ def run_json(run: SyncRun) -> dict[str, Any]:
 # -- export -------------------------------------------------------------------------------
 
 
+def _default_stream(engine: EngineManager, session: Session, wg: WorkspaceGears,
+                    installation: str) -> str:
+    try:
+        listed = _call(engine, session, wg, installation, "gear_streams") or []
+    except SyncFailed:
+        return "segment"
+    names = [StreamInfo.from_value(x).name for x in listed]
+    if len(names) == 1:
+        return names[0]
+    if "segment" in names or not names:
+        return "segment"
+    raise MarketplaceError(422, "stream_required", "this connector has several streams; name "
+                           f"one of {', '.join(names)} as 'stream'",
+                           [problem("$.stream", "one of " + ", ".join(names), "required")])
+
+
 def export(engine: EngineManager, session: Session, workspace: Workspace, segment: str,
-           installation: str, *, stream: str = "segment",
+           installation: str, *, stream: str | None = None,
            batch_size: int = EXPORT_BATCH) -> dict[str, Any]:
-    """Push the segment's members to the connector's ``gear_write``, batch by batch."""
+    """Push the segment's members to the connector's ``gear_write``, batch by batch.
+
+    Without ``stream`` the connector's own list decides: its only stream, or
+    the one named ``segment``; otherwise the caller must name one.
+    """
     wg, inst = connector(engine, session, workspace, installation)
     seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace.id,
                                                Segment.name == segment))
     if seg is None:
         raise MarketplaceError(404, "segment_not_found", f"no segment {segment!r}")
+    if stream is None:
+        stream = _default_stream(engine, session, wg, inst.id)
     out: dict[str, Any] = {"segment": segment, "installation": inst.id, "stream": stream,
                            "members": 0, "written": 0, "failed": 0, "batches": 0,
                            "errors": [], "ok": True}

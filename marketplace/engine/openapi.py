@@ -139,7 +139,7 @@ def paths() -> dict[str, Any]:
                        body="ScheduleRequest")},
         f"{W}/segments/{{segment}}/export/{{installation}}": {
             "post": _op("Export a segment's members through a connector", "ExportResult",
-                        409)},
+                        409, 422)},
         f"{W}/segments": {"get": _op("List segments", "SegmentList")},
         f"{W}/segments/{{name}}": {
             "get": _op("A segment", "Segment"),

@@ -640,7 +640,8 @@ def exercise_webhook_destination(shop: Shop) -> None:
 
     shop.remote.deliveries.clear()
     shop.remote.fail_next_delivery = 1
-    out = shop.post(f"/segments/consented/export/{iid}", {"stream": "members"})
+    out = shop.post(f"/segments/consented/export/{iid}", {})
+    assert out["stream"] == "members"  # the connector's only stream, chosen for the caller
     assert out["ok"] and out["members"] == 3 and out["written"] == 3, out
     assert out["failed"] == 0 and out["errors"] == [], out
     bodies = []
