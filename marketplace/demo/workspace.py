@@ -119,7 +119,7 @@ def segments_and_campaigns(ids: dict[str, str]) -> tuple[dict[str, Any], dict[st
             "title": "Recommended for you", "placement": "product-recs",
             "experiences": [{"name": "for-you", "segment": None,
                              "installation": ids["acme/product-recs-block"],
-                             "content": {"title": "Recommended for you", "items": {"count": 4}}}],
+                             "content": {"heading": "Recommended for you", "items": {"count": 4}}}],
             "fallback": {"html": "<p>Our bestsellers are back in stock.</p>"}}
     return segments, campaigns
 

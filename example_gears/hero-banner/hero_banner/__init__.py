@@ -38,7 +38,8 @@ def gear_render(profile, content, config, ctx):
     attributes = profile.get("attributes") or {}
     traits = profile.get("traits") or {}
     first_name = str(attributes.get("first_name") or FALLBACK_NAME)
-    category = traits.get("preferred_category")
+    # top_category is written by acme/category-affinity; preferred_category by CRM imports.
+    category = traits.get("top_category") or traits.get("preferred_category")
     segment = (traits.get("rfm") or {}).get("segment")
     vip = segment in VIP_SEGMENTS
 

@@ -61,3 +61,8 @@ def test_rejects_a_theme_outside_the_enum(gear, make_profile):
 def test_rejects_a_javascript_link(gear, make_profile):
     with pytest.raises(GearsError, match="cta_url"):
         gear.render(make_profile(), config={"cta_url": "javascript:alert(1)"})
+
+
+def test_top_category_from_the_affinity_gear_wins(gear, make_profile):
+    profile = make_profile(traits={"top_category": "bags", "preferred_category": "hats"})
+    assert "bags" in gear.render(profile).html
