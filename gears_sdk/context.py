@@ -93,6 +93,39 @@ class Log(Protocol):
     def error(self, msg: str, *args: Any) -> None: ...
 
 
+class LevelLog:
+    """A :class:`Log` built on one method: subclasses implement :meth:`emit`.
+
+    Formatting is forgiving (a gear's bad ``%`` arguments never raise from a
+    log call) and the message is capped, because it crosses a process
+    boundary in production.
+    """
+
+    MAX_MESSAGE = 8192
+
+    def emit(self, level: str, message: str) -> None:
+        raise NotImplementedError
+
+    def _format(self, level: str, msg: str, args: tuple[Any, ...]) -> None:
+        try:
+            text = msg % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args!r}"
+        self.emit(level, text[: self.MAX_MESSAGE])
+
+    def debug(self, msg: str, *args: Any) -> None:
+        self._format("debug", msg, args)
+
+    def info(self, msg: str, *args: Any) -> None:
+        self._format("info", msg, args)
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self._format("warning", msg, args)
+
+    def error(self, msg: str, *args: Any) -> None:
+        self._format("error", msg, args)
+
+
 @runtime_checkable
 class Context(Protocol):
     """What every hook receives as ``ctx``."""

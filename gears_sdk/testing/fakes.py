@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from gears_sdk.context import HttpResponse
+from gears_sdk.context import HttpResponse, LevelLog
 from gears_sdk.manifest import Manifest
 from gears_sdk.permissions import host_allowed
 
@@ -74,26 +74,14 @@ class LogRecord:
     message: str
 
 
-class FakeLog:
+class FakeLog(LevelLog):
     """``ctx.log``: keeps every record in :attr:`records` for assertions."""
 
     def __init__(self) -> None:
         self.records: list[LogRecord] = []
 
-    def _add(self, level: str, msg: str, args: tuple[Any, ...]) -> None:
-        self.records.append(LogRecord(level, msg % args if args else msg))
-
-    def debug(self, msg: str, *args: Any) -> None:
-        self._add("debug", msg, args)
-
-    def info(self, msg: str, *args: Any) -> None:
-        self._add("info", msg, args)
-
-    def warning(self, msg: str, *args: Any) -> None:
-        self._add("warning", msg, args)
-
-    def error(self, msg: str, *args: Any) -> None:
-        self._add("error", msg, args)
+    def emit(self, level: str, message: str) -> None:
+        self.records.append(LogRecord(level, message))
 
     def messages(self, level: str | None = None) -> list[str]:
         """The messages logged (at ``level``, if given)."""

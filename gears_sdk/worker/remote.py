@@ -16,7 +16,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from gears_sdk.context import HttpResponse
+from gears_sdk.context import HttpResponse, LevelLog
 from gears_sdk.worker.protocol import Channel, ProtocolError
 
 _ERRORS: dict[str, type[Exception]] = {
@@ -116,30 +116,14 @@ class RemoteSecrets:
         return None if value is None else str(value)
 
 
-class RemoteLog:
+class RemoteLog(LevelLog):
     """``ctx.log``: one-way messages; the host attributes them to the installation."""
 
     def __init__(self, remote: Remote):
         self._remote = remote
 
-    def _log(self, level: str, msg: str, args: tuple[Any, ...]) -> None:
-        try:
-            text = msg % args if args else str(msg)
-        except (TypeError, ValueError):
-            text = f"{msg} {args!r}"
-        self._remote.notify({"op": "log", "level": level, "message": text[:8192]})
-
-    def debug(self, msg: str, *args: Any) -> None:
-        self._log("debug", msg, args)
-
-    def info(self, msg: str, *args: Any) -> None:
-        self._log("info", msg, args)
-
-    def warning(self, msg: str, *args: Any) -> None:
-        self._log("warning", msg, args)
-
-    def error(self, msg: str, *args: Any) -> None:
-        self._log("error", msg, args)
+    def emit(self, level: str, message: str) -> None:
+        self._remote.notify({"op": "log", "level": level, "message": message})
 
 
 @dataclass
