@@ -1,0 +1,438 @@
+"""A workspace's engine pages: profiles, segments, campaigns and a decision preview.
+
+The same members-only rule as the dashboard applies (anyone else gets a 404,
+so workspace names are not revealed). Pages only translate forms to the
+engine's plain functions, the ones its JSON API calls:
+:func:`~marketplace.engine.queries.profile_view`,
+:func:`~marketplace.engine.setup.put_segment` / ``put_campaign`` (every problem
+with its JSON path, shown next to the field it is about) and
+:func:`~marketplace.engine.decisions.decide` for the preview. A preview is a
+real decision: it calls the gears and is logged like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+
+from marketplace.db import get_session
+from marketplace.engine import setup
+from marketplace.engine.audience import iter_members
+from marketplace.engine.decisions import decide as run_decision
+from marketplace.engine.manager import EngineManager
+from marketplace.engine.models import Campaign, Profile, Segment
+from marketplace.engine.queries import profile_view
+from marketplace.engine.segments import OPERATORS
+from marketplace.engine.validation import NAME_RULE
+from marketplace.errors import MarketplaceError
+from marketplace.models import Workspace
+from marketplace.web.session import login_required
+from marketplace.web.views_workspace import workspace_or_404
+
+bp = Blueprint("web_engine", __name__)
+
+#: Member counts walk every profile; above this many they are left to the API.
+COUNT_PROFILES_UP_TO = 5000
+MAX_USER_ID = 200
+RECENT_PROFILES = 12
+
+Problem = dict[str, str]
+
+EXAMPLE_RULE = {"and": [
+    {"field": "traits.rfm.segment", "op": "in", "value": ["champion", "loyal"]},
+    {"not": {"field": "attributes.country", "op": "==", "value": "FR"}},
+    {"event": "purchase", "at_least": 2, "within_days": 30},
+]}
+EXAMPLE_EXPERIENCES = [{"name": "welcome-back", "segment": "buyers",
+                        "installation": "<installation id>",
+                        "content": {"headline": "Welcome back, {first_name}!"}}]
+
+
+def engine() -> EngineManager:
+    manager: EngineManager = current_app.extensions["gears_engine"]
+    return manager
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def parse_json(text: str, path: str, problems: list[Problem], *, default: Any = None) -> Any:
+    """The JSON in a textarea, or a problem at ``path`` saying where it stops being JSON."""
+    if not text.strip():
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        where = f" (line {line}, column {col})" if line else ""
+        reason = getattr(exc, "msg", str(exc))
+        problems.append({"path": path, "message": f"is not valid JSON: {reason}{where}",
+                         "code": "form.json"})
+        return default
+
+
+def field_errors(problems: list[Problem], fields: dict[str, str]) -> dict[str, list[str]]:
+    """Problems grouped by form field: ``fields`` maps a JSON path prefix to a field name.
+
+    The longest matching prefix wins; a problem below the field's own path keeps its
+    path in the message (``$.rule.and[2].op: one of ...``) so the user can find it."""
+    out: dict[str, list[str]] = {}
+    for p in problems:
+        path = p.get("path") or "$"
+        best = max((prefix for prefix in fields
+                    if path == prefix or path.startswith((prefix + ".", prefix + "["))),
+                   key=len, default="$")
+        name = fields.get(best, "form")
+        message = p.get("message", "is not valid")
+        if path != best:
+            message = f"{path}: {message}"
+        out.setdefault(name, []).append(message)
+    return out
+
+
+def _count_members(session: Any, workspace: Workspace, rows: list[Segment]) -> dict[str, int] | None:
+    total = session.scalar(select(func.count()).select_from(Profile).where(
+        Profile.workspace_id == workspace.id)) or 0
+    if total > COUNT_PROFILES_UP_TO:
+        return None
+    return {s.name: sum(1 for _ in iter_members(session, workspace.id, s.rule)) for s in rows}
+
+
+def _segments(session: Any, workspace: Workspace) -> list[Segment]:
+    return list(session.scalars(select(Segment).where(Segment.workspace_id == workspace.id)
+                                .order_by(Segment.name)))
+
+
+def _campaigns(session: Any, workspace: Workspace) -> list[Campaign]:
+    return list(session.scalars(select(Campaign).where(Campaign.workspace_id == workspace.id)
+                                .order_by(Campaign.placement, Campaign.priority.desc(),
+                                          Campaign.name)))
+
+
+# -- profiles -----------------------------------------------------------------------------
+
+
+@bp.get("/workspaces/<ws>/profiles")
+@login_required
+def profiles(ws: str) -> str:
+    """Look a profile up by user id: attributes, traits, segments and latest events."""
+    workspace = workspace_or_404(ws)
+    session = get_session()
+    user_id = (request.args.get("user_id") or "").strip()
+    profile, missing, problem = None, False, None
+    if len(user_id) > MAX_USER_ID:
+        problem = f"A user id has at most {MAX_USER_ID} characters."
+    elif user_id:
+        try:
+            profile = profile_view(session, workspace, user_id)
+        except MarketplaceError as exc:
+            if exc.status != 404:
+                raise
+            missing = True
+    recent = [] if profile else list(session.scalars(
+        select(Profile.user_id).where(Profile.workspace_id == workspace.id)
+        .order_by(Profile.updated_at.desc(), Profile.id.desc()).limit(RECENT_PROFILES)))
+    if profile is not None:
+        profile["events"] = list(reversed(profile["events"]))
+    status = 404 if missing else 200
+    return render_template("engine/profiles.html", ws=workspace, user_id=user_id,
+                           profile=profile, missing=missing, problem=problem,
+                           recent=recent), status  # type: ignore[return-value]
+
+
+# -- segments -----------------------------------------------------------------------------
+
+
+@bp.get("/workspaces/<ws>/segments")
+@login_required
+def segments(ws: str) -> str:
+    workspace = workspace_or_404(ws)
+    session = get_session()
+    rows = _segments(session, workspace)
+    used: dict[str, list[str]] = {}
+    for c in _campaigns(session, workspace):
+        for exp in c.experiences or []:
+            if exp.get("segment"):
+                used.setdefault(exp["segment"], [])
+                if c.name not in used[exp["segment"]]:
+                    used[exp["segment"]].append(c.name)
+    return render_template("engine/segments.html", ws=workspace, segments=rows,
+                           counts=_count_members(session, workspace, rows), used=used,
+                           limit=COUNT_PROFILES_UP_TO)
+
+
+def _segment_form(workspace: Workspace, *, name: str, title: str, rule_text: str, new: bool,
+                  errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
+    return render_template("engine/segment_form.html", ws=workspace, name=name, title=title,
+                           rule_text=rule_text, new=new, errors=errors or {},
+                           operators=OPERATORS, example=pretty(EXAMPLE_RULE),
+                           name_rule=NAME_RULE), status
+
+
+def _save_segment(workspace: Workspace, name: str, new: bool) -> Any:
+    session = get_session()
+    title = request.form.get("title", "").strip()
+    rule_text = request.form.get("rule", "")
+    problems: list[Problem] = []
+    rule = parse_json(rule_text, "$.rule", problems)
+    if rule is None and not problems:
+        problems.append({"path": "$.rule", "message": "a segment needs a rule",
+                         "code": "required"})
+    if new and session.scalar(select(Segment.id).where(Segment.workspace_id == workspace.id,
+                                                       Segment.name == name)):
+        problems.append({"path": "$.name", "message": "a segment with this name exists already",
+                         "code": "exists"})
+    if not problems:
+        try:
+            setup.put_segment(session, workspace, name, {"title": title, "rule": rule})
+        except MarketplaceError as exc:
+            session.rollback()
+            problems = list(exc.details) or [{"path": "$", "message": exc.message,
+                                              "code": exc.code}]
+    if problems:
+        errors = field_errors(problems, {"$.name": "name", "$.title": "title", "$.rule": "rule"})
+        return _segment_form(workspace, name=name, title=title, rule_text=rule_text, new=new,
+                             errors=errors, status=422)
+    session.commit()
+    flash(f"The segment {name} is saved.", "success")
+    return redirect(url_for("web_engine.segments", ws=workspace.name))
+
+
+@bp.route("/workspaces/<ws>/segments/new", methods=["GET", "POST"])
+@login_required
+def new_segment(ws: str) -> Any:
+    workspace = workspace_or_404(ws)
+    if request.method == "POST":
+        return _save_segment(workspace, request.form.get("name", "").strip(), new=True)
+    return _segment_form(workspace, name="", title="", new=True,
+                         rule_text=pretty({"event": "purchase", "at_least": 1,
+                                           "within_days": 30}))
+
+
+@bp.route("/workspaces/<ws>/segments/<name>", methods=["GET", "POST"])
+@login_required
+def edit_segment(ws: str, name: str) -> Any:
+    workspace = workspace_or_404(ws)
+    row = _or_404(lambda: setup.get_segment(get_session(), workspace, name))
+    if request.method == "POST":
+        return _save_segment(workspace, row.name, new=False)
+    return _segment_form(workspace, name=row.name, title=row.title or "",
+                         rule_text=pretty(row.rule), new=False)
+
+
+@bp.route("/workspaces/<ws>/segments/<name>/delete", methods=["GET", "POST"])
+@login_required
+def delete_segment(ws: str, name: str) -> Any:
+    workspace = workspace_or_404(ws)
+    session = get_session()
+    row = _or_404(lambda: setup.get_segment(session, workspace, name))
+    if request.method == "GET":
+        return render_template("engine/delete.html", ws=workspace, kind="segment",
+                               name=row.name, title=row.title,
+                               back=url_for("web_engine.edit_segment", ws=ws, name=row.name))
+    try:
+        setup.delete_segment(session, workspace, row.name)
+    except MarketplaceError as exc:
+        session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("web_engine.edit_segment", ws=ws, name=row.name))
+    session.commit()
+    flash(f"The segment {row.name} was deleted.", "success")
+    return redirect(url_for("web_engine.segments", ws=ws))
+
+
+def _or_404(get: Any) -> Any:
+    from flask import abort
+
+    try:
+        return get()
+    except MarketplaceError as exc:
+        if exc.status == 404:
+            abort(404, exc.message)
+        raise
+
+
+# -- campaigns ----------------------------------------------------------------------------
+
+
+def _templates(workspace: Workspace) -> list[dict[str, str]]:
+    from marketplace.workspaces import list_installations
+
+    return [{"id": i.id, "title": i.gear.title, "gear": i.gear.name,
+             "enabled": "yes" if i.enabled else "no"}
+            for i in list_installations(get_session(), workspace) if i.gear.kind == "template"]
+
+
+@bp.get("/workspaces/<ws>/campaigns")
+@login_required
+def campaigns(ws: str) -> str:
+    workspace = workspace_or_404(ws)
+    return render_template("engine/campaigns.html", ws=workspace,
+                           campaigns=_campaigns(get_session(), workspace))
+
+
+def _campaign_form(workspace: Workspace, values: dict[str, Any], *, new: bool,
+                   errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
+    session = get_session()
+    return render_template("engine/campaign_form.html", ws=workspace, v=values, new=new,
+                           errors=errors or {}, templates=_templates(workspace),
+                           segment_names=[s.name for s in _segments(session, workspace)],
+                           example=pretty(EXAMPLE_EXPERIENCES), name_rule=NAME_RULE), status
+
+
+def _campaign_values(row: Campaign | None) -> dict[str, Any]:
+    if row is None:
+        return {"name": "", "title": "", "placement": "", "priority": "0", "active": True,
+                "experiences": "[]", "fallback_html": "", "fallback_data": ""}
+    fb = row.fallback or {}
+    return {"name": row.name, "title": row.title or "", "placement": row.placement,
+            "priority": str(row.priority), "active": row.active,
+            "experiences": pretty(row.experiences or []), "fallback_html": fb.get("html") or "",
+            "fallback_data": pretty(fb["data"]) if fb.get("data") is not None else ""}
+
+
+def _save_campaign(workspace: Workspace, name: str, new: bool) -> Any:
+    session = get_session()
+    form = request.form
+    texts = {"name": name, "title": form.get("title", "").strip(),
+             "placement": form.get("placement", "").strip(),
+             "priority": form.get("priority", "0").strip(),
+             "experiences": form.get("experiences", ""),
+             "fallback_html": form.get("fallback_html", ""),
+             "fallback_data": form.get("fallback_data", "")}
+    values: dict[str, Any] = {**texts, "active": bool(form.get("active"))}
+    problems: list[Problem] = []
+    try:
+        priority = int(texts["priority"] or "0")
+    except ValueError:
+        priority = 0
+        problems.append({"path": "$.priority", "message": "must be a whole number (higher wins)",
+                         "code": "form.number"})
+    experiences = parse_json(texts["experiences"], "$.experiences", problems, default=[])
+    data = parse_json(texts["fallback_data"], "$.fallback.data", problems)
+    if new and session.scalar(select(Campaign.id).where(Campaign.workspace_id == workspace.id,
+                                                        Campaign.name == name)):
+        problems.append({"path": "$.name", "message": "a campaign with this name exists already",
+                         "code": "exists"})
+    body = {"title": values["title"], "placement": values["placement"], "priority": priority,
+            "active": values["active"], "experiences": experiences,
+            "fallback": {"html": values["fallback_html"] or None, "data": data}}
+    if not problems:
+        try:
+            setup.put_campaign(session, workspace, name, body)
+        except MarketplaceError as exc:
+            session.rollback()
+            problems = list(exc.details) or [{"path": "$", "message": exc.message,
+                                              "code": exc.code}]
+    if problems:
+        errors = field_errors(problems, {
+            "$.name": "name", "$.title": "title", "$.placement": "placement",
+            "$.priority": "priority", "$.active": "active", "$.experiences": "experiences",
+            "$.fallback": "fallback_html", "$.fallback.html": "fallback_html",
+            "$.fallback.data": "fallback_data"})
+        return _campaign_form(workspace, values, new=new, errors=errors, status=422)
+    session.commit()
+    flash(f"The campaign {name} is saved.", "success")
+    return redirect(url_for("web_engine.campaigns", ws=workspace.name))
+
+
+@bp.route("/workspaces/<ws>/campaigns/new", methods=["GET", "POST"])
+@login_required
+def new_campaign(ws: str) -> Any:
+    workspace = workspace_or_404(ws)
+    if request.method == "POST":
+        return _save_campaign(workspace, request.form.get("name", "").strip(), new=True)
+    return _campaign_form(workspace, _campaign_values(None), new=True)
+
+
+@bp.route("/workspaces/<ws>/campaigns/<name>", methods=["GET", "POST"])
+@login_required
+def edit_campaign(ws: str, name: str) -> Any:
+    workspace = workspace_or_404(ws)
+    row = _or_404(lambda: setup.get_campaign(get_session(), workspace, name))
+    if request.method == "POST":
+        return _save_campaign(workspace, row.name, new=False)
+    return _campaign_form(workspace, _campaign_values(row), new=False)
+
+
+@bp.route("/workspaces/<ws>/campaigns/<name>/delete", methods=["GET", "POST"])
+@login_required
+def delete_campaign(ws: str, name: str) -> Any:
+    workspace = workspace_or_404(ws)
+    session = get_session()
+    row = _or_404(lambda: setup.get_campaign(session, workspace, name))
+    if request.method == "GET":
+        return render_template("engine/delete.html", ws=workspace, kind="campaign",
+                               name=row.name, title=row.title,
+                               back=url_for("web_engine.edit_campaign", ws=ws, name=row.name))
+    session.delete(row)
+    session.commit()
+    flash(f"The campaign {row.name} was deleted.", "success")
+    return redirect(url_for("web_engine.campaigns", ws=ws))
+
+
+# -- decision preview ---------------------------------------------------------------------
+
+
+def preview_document(html: str | None) -> str:
+    """The ``srcdoc`` of the sandboxed preview frame: the engine's (sanitized) HTML."""
+    css = url_for("static", filename="preview.css")
+    return ('<!doctype html><html><head><meta charset="utf-8">'
+            f'<link rel="stylesheet" href="{css}"></head>'
+            f"<body>{html or ''}</body></html>")
+
+
+@bp.route("/workspaces/<ws>/preview", methods=["GET", "POST"])
+@login_required
+def preview(ws: str) -> Any:
+    """Run the real decision for a user at a placement and show what it chose and why."""
+    workspace = workspace_or_404(ws)
+    session = get_session()
+    placements = sorted({c.placement for c in _campaigns(session, workspace)})
+    form = request.form if request.method == "POST" else request.args
+    values = {"placement": (form.get("placement") or (placements[0] if placements else "")
+                            ).strip(),
+              "user_id": (form.get("user_id") or "").strip(),
+              "context": form.get("context") or ""}
+    errors: dict[str, list[str]] = {}
+    result = None
+    if request.method == "POST":
+        problems: list[Problem] = []
+        if not values["user_id"] or len(values["user_id"]) > MAX_USER_ID:
+            problems.append({"path": "$.user_id", "message": "a user id of 1 to "
+                             f"{MAX_USER_ID} characters", "code": "invalid"})
+        if not values["placement"]:
+            problems.append({"path": "$.placement", "message": "choose a placement",
+                             "code": "required"})
+        context = parse_json(values["context"], "$.context", problems, default={})
+        if not isinstance(context, dict):
+            problems.append({"path": "$.context", "message": "must be a JSON object",
+                             "code": "invalid"})
+        if not problems:
+            try:
+                result = run_decision(engine(), session, workspace, values["user_id"],
+                                      values["placement"], context)
+            except MarketplaceError as exc:
+                session.rollback()
+                problems.append({"path": "$.placement", "message": exc.message,
+                                 "code": exc.code})
+            else:
+                session.commit()
+                engine().flush_failures()
+        errors = field_errors(problems, {"$.user_id": "user_id", "$.placement": "placement",
+                                         "$.context": "context"})
+    if result is not None:
+        content = result.get("content") or {}
+        result["srcdoc"] = preview_document(content.get("html"))
+        result["data_json"] = pretty(content.get("data")) if content.get("data") is not None \
+            else None
+        result["profile_exists"] = session.scalar(select(Profile.id).where(
+            Profile.workspace_id == workspace.id, Profile.user_id == values["user_id"])) \
+            is not None
+    status = 422 if errors else 200
+    return render_template("engine/preview.html", ws=workspace, placements=placements,
+                           v=values, errors=errors, result=result), status
