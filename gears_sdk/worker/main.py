@@ -11,7 +11,7 @@ and pluggy as the only extra import paths, then the worker
    what it needs, applies Landlock, then the seccomp filter;
 4. only then imports the gear's entrypoint (importing is running gear code),
    checks its hooks against the manifest and reports ``ready``;
-5. serves ``call`` messages until the host closes the pipe.
+5. serves ``call`` and ``call_batch`` messages until the host closes the pipe.
 """
 
 from __future__ import annotations
@@ -101,31 +101,42 @@ def _wire(value: Any) -> Any:
     return value
 
 
+def _answer(channel: Channel, pm: Any, ctx: RemoteContext, hooks: set[str], call_id: Any,
+            hook: Any, kwargs: Any, index: int | None = None) -> bytes:
+    """Run one hook call and frame its ``result`` or ``error`` (never raises for the gear)."""
+    extra = {} if index is None else {"index": index}
+    try:
+        if hook not in hooks:
+            raise LookupError(f"the gear does not declare {hook!r}")
+        results = getattr(pm.hook, str(hook))(**dict(kwargs or {}, ctx=ctx))
+        return encode({"op": "result", "id": call_id, **extra,
+                       "value": _wire(results[0] if results else None)}, channel.limit)
+    except MessageTooLarge as exc:
+        return encode({"op": "error", "id": call_id, **extra, "type": "ResultTooLarge",
+                       "message": str(exc)})
+    except BaseException as exc:  # a gear's SystemExit is its failure, not ours
+        return encode({**_error(call_id, exc), **extra})
+
+
 def serve(channel: Channel, pm: Any, ctx: RemoteContext, hooks: set[str]) -> int:
-    """Answer calls one at a time until the host closes the channel."""
+    """Answer calls (single or batched) one at a time until the host closes the channel."""
     while True:
         try:
             message = channel.recv()
         except ChannelClosed:
             return 0
-        if message.get("op") == "stop":
+        op = message.get("op")
+        if op == "stop":
             return 0
-        if message.get("op") != "call":
-            continue
         call_id, hook = message.get("id"), message.get("hook")
-        try:
-            if hook not in hooks:
-                raise LookupError(f"the gear does not declare {hook!r}")
-            kwargs = dict(message.get("kwargs") or {}, ctx=ctx)
-            results = getattr(pm.hook, str(hook))(**kwargs)
-            data = encode({"op": "result", "id": call_id,
-                           "value": _wire(results[0] if results else None)}, channel.limit)
-        except MessageTooLarge as exc:
-            data = encode({"op": "error", "id": call_id, "type": "ResultTooLarge",
-                           "message": str(exc)})
-        except BaseException as exc:  # a gear's SystemExit is its failure, not ours
-            data = encode(_error(call_id, exc))
-        channel.send_raw(data)
+        if op == "call":
+            channel.send_raw(_answer(channel, pm, ctx, hooks, call_id, hook,
+                                     message.get("kwargs")))
+        elif op == "call_batch":
+            calls = message.get("calls")
+            for index, kwargs in enumerate(calls if isinstance(calls, list) else []):
+                # each answer leaves as soon as it is ready: the host's deadline is per call
+                channel.send_raw(_answer(channel, pm, ctx, hooks, call_id, hook, kwargs, index))
 
 
 def main() -> int:

@@ -18,6 +18,20 @@ A session::
     worker → host   {"op": "result", "id": 7, "value": ...}
                     {"op": "error", "id": 7, "type": "ValueError", "message": "..."}
 
+Several calls of one hook travel in one message::
+
+    host → worker   {"op": "call_batch", "id": 8, "hook": "gear_on_event",
+                     "calls": [{...kwargs...}, {...kwargs...}]}
+    worker → host   {"op": "result", "id": 8, "index": 0, "value": ...}
+      (requests, replies and logs of call 1, as for a single call)
+    worker → host   {"op": "error", "id": 8, "index": 1, "type": "...", "message": "..."}
+
+The worker runs the calls in order and answers each one as soon as it is
+done, with its ``index``: an exception is the error of that call only, and
+the host keeps a deadline per call (see ``marketplace/runtime/worker.py``).
+Every message, the batch included, stays under the size cap: the host splits
+a batch before it would exceed it.
+
 The version is checked on both sides of the handshake; a mismatch is refused
 rather than guessed around. This module is shared: the host imports it from
 the SDK, never the reverse.
@@ -33,7 +47,7 @@ import struct
 import time
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Largest message either side sends or accepts (4 MiB).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _HEADER = struct.Struct(">I")
@@ -60,13 +74,38 @@ class ChannelTimeout(ProtocolError):
     """The deadline passed while waiting for the peer."""
 
 
-def encode(message: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> bytes:
-    """Frame ``message``; raises ``MessageTooLarge`` or ``ValueError`` (not JSON)."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False,
+def dumps(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON; raises ``ValueError`` when it is not JSON."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
+
+
+def frame(body: bytes, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Prefix an encoded message with its length; raises ``MessageTooLarge``."""
     if len(body) > limit:
         raise MessageTooLarge(f"message of {len(body)} bytes is over the {limit}-byte limit")
     return _HEADER.pack(len(body)) + body
+
+
+def encode(message: dict[str, Any], limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Frame ``message``; raises ``MessageTooLarge`` or ``ValueError`` (not JSON)."""
+    return frame(dumps(message), limit)
+
+
+#: Bytes a ``call_batch`` message adds around its encoded calls (id and hook
+#: name included, generously), for callers splitting batches by size.
+BATCH_OVERHEAD_BYTES = 256
+
+
+def encode_batch(call_id: int, hook: str, calls: list[bytes],
+                 limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Frame a ``call_batch`` from already encoded kwargs objects (see :func:`dumps`).
+
+    Raises ``MessageTooLarge`` when the whole message is over ``limit``.
+    """
+    head = dumps({"op": "call_batch", "id": call_id, "hook": hook})
+    body = b"".join((head[:-1], b',"calls":[', b",".join(calls), b"]}"))
+    return frame(body, limit)
 
 
 def decode(body: bytes) -> dict[str, Any]:

@@ -28,6 +28,9 @@ What the caller does with a failure depends on the hook (:data:`HOOK_POLICY`):
     and fall back (default experience, "connection failed", sync aborted
     with the cursor unchanged, install aborted) — :meth:`GearFailure.raise_`
     turns it back into the exception.
+
+:meth:`GearProxy.call_batch` makes the same calls for a list of arguments in
+one exchange with the worker (the engine uses it for ``gear_on_event``).
 """
 
 from __future__ import annotations
@@ -99,6 +102,15 @@ class GearProxy:
         except GearCallError as exc:
             return GearFailure(self.installation, self.gear, exc)
         return GearResult(self.installation, self.gear, value)
+
+    def call_batch(self, hook: str,
+                   calls: list[dict[str, Any]]) -> list[GearResult | GearFailure]:
+        """``hook`` once per kwargs in ``calls``, in one exchange with the worker
+        (:meth:`Runtime.call_batch`); one result or failure per call, in order."""
+        try:
+            return self.runtime.call_batch(self.installation, hook, calls)
+        except GearCallError as exc:
+            return [GearFailure(self.installation, self.gear, exc) for _ in calls]
 
 
 # One function per hook, taking the spec's arguments minus config and ctx (the

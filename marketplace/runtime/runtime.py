@@ -6,6 +6,7 @@
     runtime.start(installation)              # launches the sandboxed worker
     pm.register(runtime.proxy(inst.id), name=inst.id)
     pm.hook.gear_on_event(event=e, profile=p, config=None, ctx=None)
+    runtime.call_batch(inst.id, "gear_on_event", [{"event": e, "profile": p}, ...])
     runtime.health()                         # {installation id: counters}
     runtime.close()
 """
@@ -22,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gears_sdk.worker.protocol import BATCH_OVERHEAD_BYTES, MAX_MESSAGE_BYTES, dumps
 from marketplace.runtime.errors import GearCallError, GearDisabled, SandboxError
 from marketplace.runtime.health import DEFAULT_FAILURE_THRESHOLD, Health, OnDisable
 from marketplace.runtime.http import HostHttp, allowed_private_hosts_from_env
 from marketplace.runtime.installation import Installation
 from marketplace.runtime.launcher import LaunchPlan, ResourceLimits, plan_standard, plan_strict
 from marketplace.runtime.permissions import ResultRefused, filter_arguments, normalize_result
-from marketplace.runtime.proxy import GearProxy, make_proxy
+from marketplace.runtime.proxy import GearFailure, GearProxy, GearResult, make_proxy
 from marketplace.runtime.sandbox import (
     SandboxReport,
     check_level,
@@ -42,6 +44,13 @@ from marketplace.runtime.worker import Worker
 #: Workers run under uids from this range (one per installation) when the engine is root.
 UID_BASE = int(os.environ.get("GEARS_SANDBOX_UID_BASE", "1900000000"))
 UID_COUNT = 65536
+
+#: A batch's calls together may last at most this long (each still has its own
+#: ``timeout_ms``): :meth:`Runtime.call_batch` sends at most
+#: ``max(1, BATCH_DEADLINE_MS // timeout_ms)`` calls per batch message.
+BATCH_DEADLINE_MS = 10_000
+#: Most calls in one batch message.
+MAX_BATCH_CALLS = 256
 
 
 @dataclass
@@ -183,6 +192,40 @@ class Runtime:
 
     # -- calls and health -----------------------------------------------------
 
+    def _prepare(self, entry: _Entry, hook: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments a gear receives: ``profile`` filtered, its own ``config``."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "ctx"}
+        kwargs = filter_arguments(entry.inst.manifest, kwargs)
+        kwargs["config"] = dict(entry.inst.config)
+        return kwargs
+
+    def _check_callable(self, entry: _Entry, hook: str) -> None:
+        inst = entry.inst
+        if entry.health.disabled:
+            raise GearDisabled(f"disabled: {entry.health.reason}", installation=inst.id,
+                               gear=inst.gear)
+        if hook not in inst.manifest.hooks:
+            raise GearCallError(f"{inst.gear} does not declare {hook}", installation=inst.id,
+                                gear=inst.gear, code="hook_missing")
+
+    def _settle(self, entry: _Entry, hook: str, outcome: Any,
+                latency_ms: float) -> GearResult | GearFailure:
+        """Type, check and count one call's outcome (a raw result or its GearCallError)."""
+        inst, health = entry.inst, entry.health
+        if isinstance(outcome, GearCallError):
+            if (outcome.code not in ("too_large", "backoff")
+                    or outcome.error_type == "ResultTooLarge"):
+                health.failure(outcome.message, timeout=outcome.code == "timeout")
+            return GearFailure(inst.id, inst.gear, outcome)
+        try:
+            value = normalize_result(inst.manifest, hook, outcome)
+        except ResultRefused as exc:
+            err = GearCallError(str(exc), installation=inst.id, gear=inst.gear, code=exc.code)
+            health.failure(err.message, latency_ms=latency_ms)
+            return GearFailure(inst.id, inst.gear, err)
+        health.success(latency_ms)
+        return GearResult(inst.id, inst.gear, value)
+
     def call(self, installation: str, hook: str, **kwargs: Any) -> Any:
         """Call one installation's ``hook``; the typed result or ``GearCallError``.
 
@@ -190,31 +233,82 @@ class Runtime:
         Every failure the gear is responsible for counts toward its breaker.
         """
         entry = self._entry(installation)
-        inst, health = entry.inst, entry.health
-        if health.disabled:
-            raise GearDisabled(f"disabled: {health.reason}", installation=inst.id,
-                               gear=inst.gear)
-        if hook not in inst.manifest.hooks:
-            raise GearCallError(f"{inst.gear} does not declare {hook}", installation=inst.id,
-                                gear=inst.gear, code="hook_missing")
-        kwargs.pop("ctx", None)
-        kwargs = filter_arguments(inst.manifest, kwargs)
-        kwargs["config"] = dict(inst.config)
-        timeout_ms = int(inst.manifest.limits.get("timeout_ms", 1000))
+        self._check_callable(entry, hook)
+        kwargs = self._prepare(entry, hook, kwargs)
+        timeout_ms = int(entry.inst.manifest.limits.get("timeout_ms", 1000))
         began = time.monotonic()
         try:
-            raw = entry.worker.call(hook, kwargs, timeout_ms)
-            value = normalize_result(inst.manifest, hook, raw)
-        except ResultRefused as exc:
-            err = GearCallError(str(exc), installation=inst.id, gear=inst.gear, code=exc.code)
-            health.failure(err.message, latency_ms=(time.monotonic() - began) * 1000)
-            raise err from None
+            outcome: Any = entry.worker.call(hook, kwargs, timeout_ms)
         except GearCallError as exc:
-            if exc.code not in ("too_large", "backoff") or exc.error_type == "ResultTooLarge":
-                health.failure(exc.message, timeout=exc.code == "timeout")
-            raise
-        health.success((time.monotonic() - began) * 1000)
-        return value
+            outcome = exc
+        settled = self._settle(entry, hook, outcome, (time.monotonic() - began) * 1000)
+        if isinstance(settled, GearFailure):
+            settled.raise_()
+        return settled.value
+
+    def call_batch(self, installation: str, hook: str,
+                   calls: list[dict[str, Any]]) -> list[GearResult | GearFailure]:
+        """Call ``hook`` once per kwargs in ``calls``, in order, through batch messages.
+
+        The same rules as :meth:`call` apply to every item: ``profile``
+        filtered by the manifest's reads, the installation's ``config`` and
+        ``ctx``, each result typed and checked against ``profile.write``, a
+        deadline of ``timeout_ms`` per call, and each item counted in health
+        as one call (so the breaker sees the same sequence of successes and
+        failures as single calls would). When the breaker trips mid-batch the
+        rest is not run and fails as ``disabled``. Never raises for the gear:
+        every item is a :class:`GearResult` or an attributed :class:`GearFailure`.
+        """
+        entry = self._entry(installation)
+        inst = entry.inst
+        if hook not in inst.manifest.hooks:
+            self._check_callable(entry, hook)
+        timeout_ms = int(inst.manifest.limits.get("timeout_ms", 1000))
+        out: list[GearResult | GearFailure | None] = [None] * len(calls)
+        chunk: list[int] = []
+        encoded: list[bytes] = []
+        size = BATCH_OVERHEAD_BYTES
+        per_batch = min(MAX_BATCH_CALLS, max(1, BATCH_DEADLINE_MS // max(1, timeout_ms)))
+        # every call is encoded before any runs: arguments that are not JSON are the
+        # caller's bug (ValueError/TypeError, as for a single call), not a half-run batch
+        payloads = [dumps(self._prepare(entry, hook, kwargs)) for kwargs in calls]
+        for i, data in enumerate(payloads):
+            if len(data) + BATCH_OVERHEAD_BYTES > MAX_MESSAGE_BYTES:
+                out[i] = GearFailure(inst.id, inst.gear, GearCallError(
+                    f"the call's arguments are too large: {len(data)} bytes",
+                    installation=inst.id, gear=inst.gear, code="too_large"))
+                continue
+            if chunk and (len(chunk) >= per_batch
+                          or size + len(data) + 1 > MAX_MESSAGE_BYTES):
+                self._run_batch(entry, hook, chunk, encoded, timeout_ms, out)
+                chunk, encoded, size = [], [], BATCH_OVERHEAD_BYTES
+            chunk.append(i)
+            encoded.append(data)
+            size += len(data) + 1
+        if chunk:
+            self._run_batch(entry, hook, chunk, encoded, timeout_ms, out)
+        return [r if r is not None else self._disabled(entry) for r in out]
+
+    def _disabled(self, entry: _Entry) -> GearFailure:
+        inst = entry.inst
+        return GearFailure(inst.id, inst.gear, GearDisabled(
+            f"disabled: {entry.health.reason}", installation=inst.id, gear=inst.gear))
+
+    def _run_batch(self, entry: _Entry, hook: str, indexes: list[int], encoded: list[bytes],
+                   timeout_ms: int, out: list[GearResult | GearFailure | None]) -> None:
+        if entry.health.disabled:
+            return  # left None: reported as disabled
+
+        def on_item(k: int, outcome: Any, latency_ms: float) -> bool:
+            out[indexes[k]] = self._settle(entry, hook, outcome, latency_ms)
+            return not entry.health.disabled
+
+        try:
+            entry.worker.call_batch(hook, encoded, timeout_ms, on_item)
+        except GearCallError as exc:  # not sent at all: nothing ran, nothing is counted
+            for i in indexes:
+                if out[i] is None:
+                    out[i] = GearFailure(entry.inst.id, entry.inst.gear, exc)
 
     def enable(self, installation: str) -> None:
         """Re-enable an installation the circuit breaker disabled."""

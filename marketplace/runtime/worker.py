@@ -8,6 +8,14 @@ deadline (the manifest's ``limits.timeout_ms``) covering the gear's work
 and every ``ctx`` service it asks for; when it passes, the whole process
 group is killed. A dead worker is restarted on the next call, after an
 exponential backoff, so a crash-looping gear cannot eat the host's CPU.
+
+:meth:`Worker.call_batch` sends several calls of one hook in one message and
+keeps the single-call rules per item: the worker answers each call as soon
+as it is done, and each answer has its own ``timeout_ms`` deadline, starting
+when the previous answer arrived. A timeout, crash or protocol violation
+fails the call being waited for exactly as it would fail a single call (the
+process is killed and counted), then the calls not yet run go out in a new
+batch to the restarted worker, under the same backoff.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gears_sdk.worker.protocol import (
@@ -30,6 +38,7 @@ from gears_sdk.worker.protocol import (
     MessageTooLarge,
     ProtocolError,
     encode,
+    encode_batch,
 )
 from marketplace.runtime.errors import (
     GearCallError,
@@ -46,6 +55,10 @@ START_TIMEOUT_S = 20.0
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 30.0
 MAX_LOGS_PER_CALL = 1000
+
+#: What :meth:`Worker.call_batch` reports per call: ``(index, raw JSON result or
+#: the call's GearCallError, latency in ms)``; returning False stops the batch.
+OnItem = Callable[[int, Any, float], bool]
 
 
 def describe_exit(code: int | None) -> str:
@@ -267,7 +280,90 @@ class Worker:
             self._failures_in_row = 0
             return value
 
-    def _await_result(self, call_id: int, hook: str, deadline: float) -> Any:
+    def call_batch(self, hook: str, calls: Sequence[bytes], timeout_ms: int,
+                   on_item: OnItem) -> int:
+        """Call ``hook`` once per encoded kwargs object in ``calls``, in order.
+
+        ``on_item`` hears every call's outcome as it arrives (a failure is a
+        ``GearCallError`` with the same code a single call would raise); when
+        it returns False the rest of the batch is dropped and a worker still
+        running it is killed. Returns how many calls were reported. The
+        caller keeps the framed batch under the size cap.
+        """
+        with self._lock:
+            done = 0
+            while done < len(calls):
+                began = time.monotonic()
+                try:
+                    self._ensure_started(timeout_ms / 1000)
+                except GearCallError as exc:
+                    done += 1
+                    if not self._report(on_item, done - 1, exc, began, idle=True):
+                        return done
+                    continue
+                self._ids += 1
+                call_id, base = self._ids, done
+                try:
+                    frame = encode_batch(call_id, hook, list(calls[base:]))
+                except MessageTooLarge as exc:
+                    raise self._attribute(GearCallError, f"the batch is too large: {exc}",
+                                          code="too_large") from None
+                assert self.channel is not None
+                deadline = began + timeout_ms / 1000
+                broken = False
+                while done < len(calls) and not broken:
+                    outcome: Any
+                    try:
+                        if done == base:
+                            self.channel.send_raw(frame, deadline)
+                        outcome = self._await_result(call_id, hook, deadline, done - base)
+                        self._failures_in_row = 0
+                    except GearCallError as exc:  # the hook raised: that call only
+                        outcome = exc
+                    except ChannelTimeout:
+                        self.kill()
+                        self._failed()
+                        outcome = self._attribute(GearTimeout, f"timeout after {timeout_ms} "
+                                                  f"ms in {hook}", code="timeout")
+                        broken = True
+                    except ChannelClosed:
+                        status = describe_exit(self._reap())
+                        self._failed()
+                        outcome = self._attribute(GearCrashed, f"the worker died during "
+                                                  f"{hook} ({status}){self._tail()}",
+                                                  code="crashed")
+                        broken = True
+                    except ProtocolError as exc:
+                        self.kill()
+                        self._failed()
+                        outcome = self._attribute(GearProtocolError, f"the worker broke the "
+                                                  f"protocol during {hook}: {exc}",
+                                                  code="protocol")
+                        broken = True
+                    done += 1
+                    idle = broken or done == len(calls)
+                    if not self._report(on_item, done - 1, outcome, began, idle=idle):
+                        return done
+                    began = time.monotonic()
+                    deadline = began + timeout_ms / 1000
+            return done
+
+    def _report(self, on_item: OnItem, index: int, outcome: Any, began: float, *,
+                idle: bool) -> bool:
+        """Hand one outcome to ``on_item``; a worker left mid-batch is killed when the
+        caller stops (or fails) so its unread answers can never meet the next call."""
+        try:
+            keep = on_item(index, outcome, (time.monotonic() - began) * 1000)
+        except BaseException:
+            if not idle:
+                self.kill()
+            raise
+        if not keep and not idle:
+            self.kill()
+        return keep
+
+    def _await_result(self, call_id: int, hook: str, deadline: float,
+                      index: int | None = None) -> Any:
         assert self.channel is not None
         logs = 0
         while True:
@@ -279,7 +375,9 @@ class Worker:
                 logs += 1
                 if logs <= MAX_LOGS_PER_CALL:
                     self.services.log(message)
-            elif op in ("result", "error") and message.get("id") == call_id:
+            elif (op in ("result", "error") and message.get("id") == call_id
+                  and message.get("index") == index
+                  and type(message.get("index")) is type(index)):
                 if op == "result":
                     return message.get("value")
                 kind = str(message.get("type", "Exception"))[:100]
