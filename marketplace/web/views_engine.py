@@ -41,14 +41,27 @@ RECENT_PROFILES = 12
 
 Problem = dict[str, str]
 
-EXAMPLE_RULE = {"and": [
-    {"field": "traits.rfm.segment", "op": "in", "value": ["champion", "loyal"]},
-    {"not": {"field": "attributes.country", "op": "==", "value": "FR"}},
-    {"event": "purchase", "at_least": 2, "within_days": 30},
-]}
-EXAMPLE_EXPERIENCES = [{"name": "welcome-back", "segment": "buyers",
-                        "installation": "<installation id>",
-                        "content": {"headline": "Welcome back, {first_name}!"}}]
+#: Examples for the forms' help, laid out to read well in a narrow column.
+EXAMPLE_RULE = """\
+{"and": [
+  {"field": "traits.rfm.segment",
+   "op": "in", "value": ["champion", "loyal"]},
+  {"not": {"field": "attributes.country",
+           "op": "==", "value": "FR"}},
+  {"event": "purchase",
+   "at_least": 2, "within_days": 30}
+]}"""
+EXAMPLE_EXPERIENCES = """\
+[
+  {"name": "welcome-back",
+   "segment": "buyers",
+   "installation": "<installation id>",
+   "content": {"headline": "Hi {first_name}!"}},
+  {"name": "everyone-else",
+   "segment": null,
+   "installation": "<installation id>",
+   "content": {}}
+]"""
 
 
 def engine() -> EngineManager:
@@ -169,7 +182,7 @@ def _segment_form(workspace: Workspace, *, name: str, title: str, rule_text: str
                   errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
     return render_template("engine/segment_form.html", ws=workspace, name=name, title=title,
                            rule_text=rule_text, new=new, errors=errors or {},
-                           operators=OPERATORS, example=pretty(EXAMPLE_RULE),
+                           operators=OPERATORS, example=EXAMPLE_RULE,
                            name_rule=NAME_RULE), status
 
 
@@ -281,7 +294,7 @@ def _campaign_form(workspace: Workspace, values: dict[str, Any], *, new: bool,
     return render_template("engine/campaign_form.html", ws=workspace, v=values, new=new,
                            errors=errors or {}, templates=_templates(workspace),
                            segment_names=[s.name for s in _segments(session, workspace)],
-                           example=pretty(EXAMPLE_EXPERIENCES), name_rule=NAME_RULE), status
+                           example=EXAMPLE_EXPERIENCES, name_rule=NAME_RULE), status
 
 
 def _campaign_values(row: Campaign | None) -> dict[str, Any]:
