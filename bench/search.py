@@ -164,7 +164,7 @@ def run(size: SearchSize | None = None) -> Section:
         with app.app_context():
             from marketplace.db import get_session
 
-            fts = web_search._has_fts(get_session()) if hasattr(web_search, "_has_fts") else False
+            fts = web_search.has_fts(get_session())
         index = ("SQLite FTS5 index `gears_fts`" if fts else
                  "no full-text index in this database (search falls back to LIKE scans)")
         sec.versions["catalog search index"] = "FTS5" if fts else "LIKE fallback"

@@ -4,7 +4,7 @@ One function, :func:`search`, serves the search page and the home page. Text
 matching uses the database's own full-text index when it is there:
 
 * SQLite: the FTS5 table ``gears_fts`` (kept in sync with ``gears`` by
-  triggers created in the ``0003_search_index`` migration), ranked by bm25
+  triggers created in the ``0005_search_index`` migration), ranked by bm25
   with the name weighted above title, categories and summary;
 * PostgreSQL: ``to_tsvector('simple', …)`` over the same fields, which the
   migration backs with a GIN expression index, ranked by ``ts_rank``;
@@ -94,7 +94,8 @@ def _public_gear_ids() -> Select[Any]:
     )
 
 
-def _has_fts(session: Session) -> bool:
+def has_fts(session: Session) -> bool:
+    """Whether the SQLite FTS5 index of the ``0005`` migration exists (cached per engine)."""
     bind = session.get_bind()
     cache = bind.__dict__.setdefault("_gears_has_fts", {})
     if "v" not in cache:
@@ -115,7 +116,7 @@ def pg_document() -> ColumnElement[Any]:
 def _text_match(session: Session, terms: list[str]) -> tuple[ColumnElement[bool], Any | None]:
     """A condition matching every term, and a rank expression (higher is better) or None."""
     dialect = session.get_bind().dialect.name
-    if dialect == "sqlite" and _has_fts(session):
+    if dialect == "sqlite" and has_fts(session):
         expr = " AND ".join(f'"{t}"*' for t in terms)
         fts = table(FTS_TABLE, column("rowid"))
         ranked = (select(fts.c.rowid.label("gear_id"),

@@ -47,9 +47,9 @@ def test_search_index_follows_gear_changes(app, session, make_user, make_publish
     session.commit()
     viewer = Viewer(user=admin)
     if session.get_bind().dialect.name == "sqlite":
-        from marketplace.registry.search import _has_fts
+        from marketplace.registry.search import has_fts
 
-        assert _has_fts(session), "the FTS5 table should exist after migrating"
+        assert has_fts(session), "the FTS5 table should exist after migrating"
 
     def found(q: str) -> list[str]:
         return [g.name for g in search(session, CatalogQuery(q=q), viewer, with_facets=False).gears]

@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 COLUMNS = "name, title, summary, categories"
 NEW = "new.name, new.title, new.summary, new.categories"
 OLD = "old.name, old.title, old.summary, old.categories"
-# Must be the exact expression marketplace.web.search.pg_document() renders.
+# Must be the exact expression marketplace.registry.search.pg_document() renders.
 PG_DOCUMENT = ("to_tsvector('simple'::regconfig, coalesce(name, '') || ' ' || "
                "coalesce(title, '') || ' ' || coalesce(summary, ''))")
 
