@@ -589,10 +589,12 @@ def exercise_hero_banner(shop: Shop) -> None:
     html = d["content"]["html"]
     assert "Welcome back, Ann!" in html and "VIP" in html and "gear-hero--dark" in html, html
     assert d["content"]["data"]["vip"] is True
-    assert d["content"]["data"]["cta_url"] == "https://shop.example.com/new"
+    # The category-affinity gear's top category (shoes) reaches the banner's link.
+    assert d["content"]["data"]["cta_url"] == "https://shop.example.com/new?category=shoes"
     assert d["gears"][0]["installation"] == shop.ids["acme/hero-banner"], d["gears"]
     assert d["gears"][0]["ok"] is True
-    shop.did("acme/hero-banner", "decision greeting Ann by name with the VIP badge (rfm)")
+    shop.did("acme/hero-banner", "decision greeting Ann by name with the VIP badge (rfm) "
+             "and a link to her top category (category-affinity)")
 
 
 def exercise_exit_intent_offer(shop: Shop) -> None:
