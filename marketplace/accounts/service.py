@@ -138,11 +138,22 @@ def create_publisher(session: Session, name: str, owner_email: str, *,
 def add_publisher_member(session: Session, publisher: Publisher, user: User,
                          role: str = "member", *, actor: User | None = None) -> PublisherMember:
     """Make ``user`` a member (or owner) of ``publisher``; publishing needs a developer or admin."""
+    _check_role(role)
+    _check_can_publish(user)
+    return _set_member(session, _membership(session, publisher, user),
+                       lambda: PublisherMember(publisher=publisher, user=user, role=role),
+                       "publisher", publisher.name, user, role, actor)
+
+
+def _check_role(role: str) -> None:
     if role not in MEMBER_ROLES:
         raise ValidationError(f"unknown member role {role!r}: use owner or member",
                               path="$.role", code="invalid_role")
-    _check_can_publish(user)
-    member = _membership(session, publisher, user)
+
+
+def _set_member(session: Session, member: Any, new: Any, kind: str, name: str, user: User,
+                role: str, actor: User | None) -> Any:
+    """Create the membership (``new()``) or change its role, with its audit entry."""
     if member is not None:
         if member.role == role:
             return member
@@ -150,10 +161,10 @@ def add_publisher_member(session: Session, publisher: Publisher, user: User,
         member.role = role
     else:
         before = None
-        member = PublisherMember(publisher=publisher, user=user, role=role)
+        member = new()
         session.add(member)
     session.flush()
-    audit.record(session, actor, "publisher.member.add", "publisher", publisher.name,
+    audit.record(session, actor, f"{kind}.member.add", kind, name,
                  before=before, after={"user": user.email, "role": role})
     return member
 
@@ -198,22 +209,11 @@ def create_workspace(session: Session, name: str, member_email: str, *,
 def add_workspace_member(session: Session, workspace: Workspace, user: User,
                          role: str = "member", *, actor: User | None = None) -> WorkspaceMember:
     """Make ``user`` a member (or owner) of ``workspace``."""
-    if role not in MEMBER_ROLES:
-        raise ValidationError(f"unknown member role {role!r}: use owner or member",
-                              path="$.role", code="invalid_role")
-    member = session.get(WorkspaceMember, (workspace.id, user.id))
-    if member is not None:
-        if member.role == role:
-            return member
-        before: dict[str, Any] | None = {"role": member.role}
-        member.role = role
-    else:
-        before = None
-        member = WorkspaceMember(workspace=workspace, user=user, role=role)
-        session.add(member)
-    session.flush()
-    audit.record(session, actor, "workspace.member.add", "workspace", workspace.name,
-                 before=before, after={"user": user.email, "role": role})
+    _check_role(role)
+    member: WorkspaceMember = _set_member(
+        session, session.get(WorkspaceMember, (workspace.id, user.id)),
+        lambda: WorkspaceMember(workspace=workspace, user=user, role=role),
+        "workspace", workspace.name, user, role, actor)
     return member
 
 
