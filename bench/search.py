@@ -108,7 +108,7 @@ def fill_catalog(app: Any, n: int, seed: int = 7) -> list[str]:
                 "title": " ".join(w.title() for w in words),
                 "summary": " ".join(rng.choices(VOCABULARY, k=14)) + ".",
                 "categories": rng.sample(CATEGORIES, 2),
-                "install_count": int(rng.paretovariate(1.2) * 10),
+                "install_count": int(rng.paretovariate(1.2) * 10), "listed": True,
             })
         session.execute(insert(Gear), gears)
         gear_ids = dict(session.execute(

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from sqlalchemy.sql.expression import false as sa_false
 
 from marketplace.db import Base, UTCDateTime, utcnow
 
@@ -175,8 +176,14 @@ class Gear(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     categories: Mapped[list[str]] = mapped_column(JSON, default=list)
     install_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Has an approved, non-yanked, non-quarantined version: the catalog lists it.
+    #: Kept by :func:`marketplace.registry.states.refresh_listing` on every state
+    #: change, so searches filter on an index instead of scanning versions.
+    listed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_gears_listed_installs", "listed", "install_count"),)
 
     publisher: Mapped[Publisher] = relationship(back_populates="gears")
     versions: Mapped[list[GearVersion]] = relationship(

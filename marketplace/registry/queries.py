@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, selectinload
 
 from gears_sdk.versions import Version
@@ -61,14 +61,6 @@ def sorted_versions(versions: list[GearVersion]) -> list[GearVersion]:
 
 def latest_public(gear: Gear) -> GearVersion | None:
     return next((v for v in sorted_versions(gear.versions) if is_public(v)), None)
-
-
-def _public_gear_ids() -> Select[Any]:
-    return select(GearVersion.gear_id).where(
-        GearVersion.status == VersionStatus.approved,
-        GearVersion.yanked.is_(False),
-        GearVersion.quarantined.is_(False),
-    )
 
 
 @dataclass(frozen=True)

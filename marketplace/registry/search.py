@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from marketplace.models import Gear, GearVersion, Publisher, VersionStatus
+from marketplace.models import Gear, Publisher
 from marketplace.registry.queries import Viewer
 
 SORTS = {"relevance": "Best match", "installs": "Most installed", "newest": "Newest",
@@ -84,14 +84,6 @@ class SearchResult:
 def words(q: str) -> list[str]:
     """The search words of ``q``: lower-cased runs of letters and digits, at most 8."""
     return [w.lower() for w in _WORD.findall(q)][:MAX_WORDS]
-
-
-def _public_gear_ids() -> Select[Any]:
-    return select(GearVersion.gear_id).where(
-        GearVersion.status == VersionStatus.approved,
-        GearVersion.yanked.is_(False),
-        GearVersion.quarantined.is_(False),
-    )
 
 
 def has_fts(session: Session) -> bool:
@@ -154,7 +146,7 @@ def _base(session: Session, query: CatalogQuery, viewer: Viewer, *, skip: str = 
     """Public gears matching ``query`` (ignoring the facet named by ``skip``)."""
     stmt = select(Gear).join(Publisher, Gear.publisher_id == Publisher.id)
     if not viewer.is_admin:
-        stmt = stmt.where(Gear.id.in_(_public_gear_ids()))
+        stmt = stmt.where(Gear.listed.is_(True))
     rank = None
     terms = words(query.q)
     if terms:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from marketplace import audit
 from marketplace.errors import MarketplaceError
-from marketplace.models import GearVersion, User, VersionStatus
+from marketplace.models import Gear, GearVersion, User, VersionStatus
 from marketplace.registry.publish import version_state
 
 MAX_REASON = 2000
@@ -38,10 +38,19 @@ def _reason(reason: str | None, *, required: bool, what: str) -> str | None:
     return reason
 
 
+def refresh_listing(gear: Gear) -> None:
+    """``gear.listed``: whether any version is public (approved, not yanked, not
+    quarantined). Every version state change goes through here."""
+    from marketplace.registry.queries import is_public
+
+    gear.listed = any(is_public(v) for v in gear.versions)
+
+
 def _change(session: Session, actor: User | None, version: GearVersion, action: str,
             reason: str | None, apply: object) -> GearVersion:
     before = version_state(version)
     apply()  # type: ignore[operator]
+    refresh_listing(version.gear)
     audit.record(session, actor, action, "version",
                  f"{version.gear.name}@{version.version}", before=before,
                  after=version_state(version), reason=reason)
@@ -121,6 +130,7 @@ def auto_approve(session: Session, version: GearVersion, *, reason: str,
     version.reviewed_by_id = None
     version.reviewed_at = datetime.now(UTC)
     _refresh_gear(version)
+    refresh_listing(version.gear)
     if sign is not None:
         sign(session, version)
     audit.record(session, None, "version.auto_approve", "version",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -61,3 +62,12 @@ def test_search_index_follows_gear_changes(app, session, make_user, make_publish
     session.delete(gear)
     session.commit()
     assert found("brand") == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_search_triggers_survive_every_migration(app):
+    """A migration that rebuilds the gears table on SQLite would drop the FTS triggers."""
+    with database(app).engine.connect() as conn:
+        names = {row[0] for row in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert {"gears_fts_ai", "gears_fts_ad", "gears_fts_au"} <= names
