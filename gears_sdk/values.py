@@ -1,0 +1,203 @@
+"""The one contract for JSON values that cross a trust boundary.
+
+Everything that enters the engine or the registry from outside — a gear's
+result, a connector's records and cursors, a worker's service request, a
+request body, an installation config, a row stored before a fix — is checked
+here, once, before it is stored or answered:
+
+* only JSON types: ``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
+  ``float``, ``bool``, ``None`` (tuples, sets, bytes... are refused);
+* finite numbers only (no NaN or infinity), integers within 64 bits;
+* bounded nesting depth, string and key length, number of nodes and size;
+* valid Unicode: no lone surrogates, and no NUL character (PostgreSQL cannot
+  store it in ``jsonb`` or ``text``, so SQLite and PostgreSQL behave alike).
+
+The walk is iterative, so a value nested 100,000 levels deep costs a bounded
+amount of work and never a ``RecursionError``. :func:`parse_json` applies the
+same contract to raw JSON text, checking its depth *before* ``json.loads``
+recurses into it.
+
+A violation raises :class:`ValueRejected` with a stable ``code`` and the JSON
+path of the first offending value (``$.set["traits.x"]``). Callers decide whom
+to blame: a gear's result becomes that installation's counted
+``invalid_result``; a request body becomes a 400/422 with the path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+#: Largest integer magnitude accepted (signed 64 bits, what databases store).
+MAX_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ValueLimits:
+    """Bounds for one value; :func:`with_` derives variants."""
+
+    max_depth: int = 32
+    max_bytes: int = 1024 * 1024
+    max_string: int = 256 * 1024
+    max_key: int = 256
+    max_nodes: int = 100_000
+
+    def with_(self, **changes: int) -> ValueLimits:
+        return replace(self, **changes)
+
+
+#: Defaults for values a gear returns and a client sends.
+DEFAULT_LIMITS = ValueLimits()
+
+
+class ValueRejected(ValueError):
+    """A value that breaks the contract: ``code``, ``path`` and a sentence."""
+
+    def __init__(self, code: str, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.code = code
+        self.path = path
+        self.message = message
+
+
+def _key_path(path: str, key: str) -> str:
+    if key.isidentifier():
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key, ensure_ascii=True)}]"
+
+
+def _check_text(text: str, path: str, limit: int, what: str) -> int:
+    if len(text) > limit:
+        raise ValueRejected("too_long", path, f"{what} is {len(text)} characters long; "
+                            f"the limit is {limit}")
+    if "\x00" in text:
+        raise ValueRejected("invalid_unicode", path, f"{what} contains a NUL character")
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueRejected("invalid_unicode", path,
+                            f"{what} is not valid Unicode (a lone surrogate)") from None
+
+
+def check_value(value: Any, limits: ValueLimits = DEFAULT_LIMITS, path: str = "$") -> int:
+    """Check ``value`` against the contract; return its approximate JSON size in bytes.
+
+    Raises :class:`ValueRejected` at the first violation.
+    """
+    size = 0
+    nodes = 0
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        nodes += 1
+        if nodes > limits.max_nodes:
+            raise ValueRejected("too_large", path,
+                                f"more than {limits.max_nodes} values in one document")
+        if item is None or isinstance(item, bool):
+            size += 5
+        elif isinstance(item, int):
+            if not -MAX_INT <= item <= MAX_INT:
+                raise ValueRejected("out_of_range", where, "integer outside 64 bits")
+            size += 20
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueRejected("not_finite", where,
+                                    "numbers must be finite (no NaN or infinity)")
+            size += 24
+        elif isinstance(item, str):
+            size += _check_text(item, where, limits.max_string, "a string") + 2
+        elif isinstance(item, (dict, list)):
+            if depth >= limits.max_depth:
+                raise ValueRejected("too_deep", where,
+                                    f"nested more than {limits.max_depth} levels deep")
+            size += 2
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise ValueRejected("invalid_type", where, "object keys must be strings")
+                    child_path = _key_path(where, key)
+                    size += _check_text(key, child_path, limits.max_key, "a key") + 3
+                    stack.append((child, child_path, depth + 1))
+            else:
+                for i, child in enumerate(item):
+                    size += 1
+                    stack.append((child, f"{where}[{i}]", depth + 1))
+        else:
+            raise ValueRejected("invalid_type", where,
+                                f"{type(item).__name__} is not a JSON value")
+        if size > limits.max_bytes:
+            raise ValueRejected("too_large", path,
+                                f"larger than {limits.max_bytes} bytes as JSON")
+    return size
+
+
+def is_valid(value: Any, limits: ValueLimits = DEFAULT_LIMITS) -> bool:
+    """Whether ``value`` meets the contract (for reading back stored data defensively)."""
+    try:
+        check_value(value, limits)
+    except ValueRejected:
+        return False
+    return True
+
+
+def text_depth(text: str | bytes) -> int:
+    """The deepest bracket nesting of JSON ``text``, in one linear pass (strings skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueRejected("not_finite", "$", f"{name} is not JSON (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueRejected("not_finite", "$", f"the number {text[:40]} is out of range")
+    return number
+
+
+def parse_json(text: str | bytes, limits: ValueLimits = DEFAULT_LIMITS) -> Any:
+    """Parse JSON ``text`` under the contract; :class:`ValueRejected` when it breaks it.
+
+    Malformed JSON is ``code="invalid_json"``. The depth is checked before
+    parsing, so deeply nested input never reaches the recursive parser.
+    """
+    if len(text) > limits.max_bytes:
+        raise ValueRejected("too_large", "$", f"larger than {limits.max_bytes} bytes")
+    if text_depth(text) > limits.max_depth:
+        raise ValueRejected("too_deep", "$", f"nested more than {limits.max_depth} levels deep")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ValueRejected:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise ValueRejected("invalid_json", "$", f"not valid JSON: {exc}") from None
+    check_value(value, limits)
+    return value
+
+
+def dumps_checked(value: Any, limits: ValueLimits = DEFAULT_LIMITS) -> str:
+    """``value`` as compact JSON after :func:`check_value` (never ``Infinity``)."""
+    check_value(value, limits)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
