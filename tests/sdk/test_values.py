@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gears_sdk.values import (
+    DEFAULT_LIMITS,
     ValueLimits,
     ValueRejected,
     check_value,
@@ -17,7 +18,7 @@ from gears_sdk.values import (
 )
 
 
-def _code(value, limits=ValueLimits()):
+def _code(value, limits=DEFAULT_LIMITS):
     with pytest.raises(ValueRejected) as info:
         check_value(value, limits)
     return info.value.code, info.value.path
