@@ -40,6 +40,7 @@ class MarketplaceError(Exception):
         details: list[Detail] | None = None,
         *,
         headers: dict[str, str] | None = None,
+        current: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -47,13 +48,19 @@ class MarketplaceError(Exception):
         self.message = message
         self.details: list[Detail] = list(details or [])
         self.headers: dict[str, str] = dict(headers or {})
+        #: For a ``409`` lost to a concurrent change: the object's state now.
+        self.current = current
 
     def __str__(self) -> str:
         return self.message
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error body."""
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        body: dict[str, Any] = {"code": self.code, "message": self.message,
+                                "details": self.details}
+        if self.current is not None:
+            body["current"] = self.current
+        return {"error": body}
 
 
 class APIError(MarketplaceError):
@@ -131,9 +138,13 @@ def is_api_request() -> bool:
 
 
 def _render(status: int, code: str, message: str, details: list[Detail],
-            headers: dict[str, str] | None = None) -> Response:
+            headers: dict[str, str] | None = None,
+            current: dict[str, Any] | None = None) -> Response:
     if is_api_request():
-        resp = jsonify({"error": {"code": code, "message": message, "details": details}})
+        body: dict[str, Any] = {"code": code, "message": message, "details": details}
+        if current is not None:
+            body["current"] = current
+        resp = jsonify({"error": body})
     else:
         html = render_template("errors/error.html", status=status, code=code, message=message,
                                details=details)
@@ -147,7 +158,7 @@ def _render(status: int, code: str, message: str, details: list[Detail],
 def handle_marketplace_error(exc: MarketplaceError) -> Response:
     if exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return _render(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    return _render(exc.status, exc.code, exc.message, exc.details, exc.headers, exc.current)
 
 
 def handle_http_exception(exc: HTTPException) -> Response:

@@ -1,14 +1,19 @@
 """State changes of a published version: review, yank, quarantine.
 
-Every change is checked against the version's current state and writes its
-audit entry in the same transaction as the change itself.
+Every change is a conditional ``UPDATE`` of the version's row (``WHERE status =
+'pending'``, ``WHERE yanked = false`` …) under a lock of its gear's row, and
+writes its audit entry in the same transaction: of concurrent conflicting
+changes exactly one wins, the others get ``409 invalid_state`` with the state
+the version is in now.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from marketplace import audit
@@ -46,10 +51,44 @@ def refresh_listing(gear: Gear) -> None:
     gear.listed = any(is_public(v) for v in gear.versions)
 
 
-def _change(session: Session, actor: User | None, version: GearVersion, action: str,
-            reason: str | None, apply: object) -> GearVersion:
+def lock_gear(session: Session, gear_id: int) -> None:
+    """Hold the gear's row until the transaction ends (PostgreSQL ``FOR NO KEY UPDATE``).
+
+    Every state change of any of the gear's versions takes this lock first, so
+    the listing, the newest-version fields and the install count each gear
+    derives from its rows are computed from committed, current rows. SQLite
+    has no row locks: there the conditional ``UPDATE`` that follows takes the
+    database's single write lock, which serializes just as well.
+    """
+    session.execute(select(Gear.id).where(Gear.id == gear_id).with_for_update(key_share=True))
+
+
+def _claim(session: Session, version: GearVersion, expected: dict[str, Any],
+           values: dict[str, Any], refusal: Callable[[GearVersion], str]) -> dict[str, Any]:
+    """Move ``version`` from the ``expected`` state to ``values`` with one conditional
+    ``UPDATE``; returns the state before. Exactly one of concurrent conflicting changes
+    matches the condition; the others are rolled back and get ``409 invalid_state`` with
+    the version's state now (``refusal`` words the message)."""
+    lock_gear(session, version.gear_id)
+    condition = [getattr(GearVersion, name) == value for name, value in expected.items()]
+    result = session.execute(
+        update(GearVersion).where(GearVersion.id == version.id, *condition).values(**values),
+        execution_options={"synchronize_session": False})
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        session.refresh(version)
+        raise MarketplaceError(409, "invalid_state", refusal(version),
+                               current=version_state(version))
+    session.refresh(version)
+    session.expire(version.gear)
     before = version_state(version)
-    apply()  # type: ignore[operator]
+    before.update({name: value.value if isinstance(value, VersionStatus) else value
+                   for name, value in expected.items()})
+    return before
+
+
+def _finish(session: Session, actor: User | None, version: GearVersion, action: str,
+            reason: str | None, before: dict[str, Any]) -> GearVersion:
     refresh_listing(version.gear)
     audit.record(session, actor, action, "version",
                  f"{version.gear.name}@{version.version}", before=before,
@@ -58,33 +97,34 @@ def _change(session: Session, actor: User | None, version: GearVersion, action: 
     return version
 
 
+def _not_pending(version: GearVersion) -> str:
+    return (f"{version.gear.name} {version.version} is {version.status.value}; only pending "
+            "versions can be reviewed")
+
+
 def review(session: Session, actor: User, version: GearVersion, *, approve: bool,
            reason: str | None, sign: Signer | None = None) -> GearVersion:
     """Approve or reject a pending version; a rejection needs a reason.
 
     An approval is signed by ``sign`` in the same transaction: a version is
     never approved without its signature, nor signed without being approved.
+    Of concurrent reviews of one version exactly one wins (see :func:`_claim`);
+    only the winner signs and writes an audit entry.
     """
     reason = _reason(reason, required=not approve, what="rejection")
     if version.status is not VersionStatus.pending:
-        raise MarketplaceError(
-            409, "invalid_state",
-            f"{version.gear.name} {version.version} is {version.status.value}; only pending "
-            "versions can be reviewed",
-        )
-
-    def apply() -> None:
-        version.status = VersionStatus.approved if approve else VersionStatus.rejected
-        version.review_reason = reason
-        version.reviewed_by_id = actor.id
-        version.reviewed_at = datetime.now(UTC)
-        if approve:
-            _refresh_gear(version)
-            if sign is not None:
-                sign(session, version)
-
-    return _change(session, actor, version, "version.approve" if approve else "version.reject",
-                   reason, apply)
+        raise MarketplaceError(409, "invalid_state", _not_pending(version),
+                               current=version_state(version))
+    before = _claim(session, version, {"status": VersionStatus.pending}, {
+        "status": VersionStatus.approved if approve else VersionStatus.rejected,
+        "review_reason": reason, "reviewed_by_id": actor.id, "reviewed_at": datetime.now(UTC),
+    }, _not_pending)
+    if approve:
+        _refresh_gear(version)
+        if sign is not None:
+            sign(session, version)
+    return _finish(session, actor, version,
+                   "version.approve" if approve else "version.reject", reason, before)
 
 
 def _refresh_gear(version: GearVersion) -> None:
@@ -104,19 +144,19 @@ def set_yanked(session: Session, actor: User, version: GearVersion, *, yanked: b
                reason: str | None) -> GearVersion:
     """Yank hides a version from new installs; it stays downloadable by exact version."""
     reason = _reason(reason, required=yanked, what="yank")
+
+    def refusal(v: GearVersion) -> str:
+        return f"{v.gear.name} {v.version} is {'already' if yanked else 'not'} yanked"
+
     if version.yanked == yanked:
-        raise MarketplaceError(
-            409, "invalid_state",
-            f"{version.gear.name} {version.version} is {'already' if yanked else 'not'} yanked",
-        )
-
-    def apply() -> None:
-        version.yanked = yanked
-        version.yank_reason = reason if yanked else None
-        version.yanked_at = datetime.now(UTC) if yanked else None
-
-    return _change(session, actor, version, "version.yank" if yanked else "version.unyank",
-                   reason, apply)
+        raise MarketplaceError(409, "invalid_state", refusal(version),
+                               current=version_state(version))
+    before = _claim(session, version, {"yanked": not yanked}, {
+        "yanked": yanked, "yank_reason": reason if yanked else None,
+        "yanked_at": datetime.now(UTC) if yanked else None,
+    }, refusal)
+    return _finish(session, actor, version, "version.yank" if yanked else "version.unyank",
+                   reason, before)
 
 
 def auto_approve(session: Session, version: GearVersion, *, reason: str,
@@ -145,17 +185,17 @@ def set_quarantined(session: Session, actor: User, version: GearVersion, *, quar
     and from download; both directions need a reason, as both change what runs."""
     reason = _reason(reason, required=True,
                      what="quarantine" if quarantined else "release from quarantine")
+
+    def refusal(v: GearVersion) -> str:
+        return (f"{v.gear.name} {v.version} is "
+                f"{'already' if quarantined else 'not'} quarantined")
+
     if version.quarantined == quarantined:
-        raise MarketplaceError(
-            409, "invalid_state",
-            f"{version.gear.name} {version.version} is "
-            f"{'already' if quarantined else 'not'} quarantined",
-        )
-
-    def apply() -> None:
-        version.quarantined = quarantined
-        version.quarantine_reason = reason if quarantined else None
-
-    return _change(session, actor, version,
+        raise MarketplaceError(409, "invalid_state", refusal(version),
+                               current=version_state(version))
+    before = _claim(session, version, {"quarantined": not quarantined}, {
+        "quarantined": quarantined, "quarantine_reason": reason if quarantined else None,
+    }, refusal)
+    return _finish(session, actor, version,
                    "version.quarantine" if quarantined else "version.unquarantine", reason,
-                   apply)
+                   before)

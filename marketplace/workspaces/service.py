@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -32,6 +32,7 @@ from gears_sdk.manifest import secret_fields
 from marketplace import audit
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, User, Workspace
+from marketplace.registry.states import lock_gear
 from marketplace.workspaces import events
 from marketplace.workspaces.capabilities import describe_capability
 from marketplace.workspaces.models import Installation, InstallationStatus
@@ -200,12 +201,12 @@ def install(session: Session, workspace: Workspace, gear_name: str, *,
         status=InstallationStatus.active, consented_capabilities=list(plan.capabilities),
         installed_by=actor)
     session.add(inst)
-    gear.install_count = Gear.install_count + 1
     try:
         session.flush()
     except IntegrityError:  # a concurrent install of the same gear won
         session.rollback()
         raise _already(workspace, gear) from None
+    recount_installs(session, gear)
     audit.record(session, actor, "installation.install", "installation", inst.id,
                  after=_state(inst))
     session.commit()
@@ -362,10 +363,34 @@ def uninstall(session: Session, inst: Installation, actor: User | None) -> None:
                                "uninstall those first")
     box = box_for(session)
     event = _event(inst, secrets=box.decrypt(inst.secrets_encrypted))
-    gear = inst.gear
-    audit.record(session, actor, "installation.uninstall", "installation", inst.id,
-                 before=_state(inst))
-    session.delete(inst)
-    gear.install_count = case((Gear.install_count > 0, Gear.install_count - 1), else_=0)
+    gear, before, where = inst.gear, _state(inst), inst.workspace.name
+    # Only the request whose DELETE removed the row goes on: concurrent uninstalls of one
+    # installation get 404, and gear_uninstall runs once.
+    gone = session.execute(delete(Installation).where(Installation.id == inst.id),
+                           execution_options={"synchronize_session": False})
+    if gone.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise MarketplaceError(404, "installation_not_found",
+                               f"workspace {where!r} has no installation {event.id!r}: it "
+                               "was uninstalled meanwhile")
+    session.expunge(inst)
+    recount_installs(session, gear)
+    audit.record(session, actor, "installation.uninstall", "installation", event.id,
+                 before=before)
     session.commit()
     events.announce(events.on_uninstalled, event)
+
+
+def recount_installs(session: Session, gear: Gear) -> None:
+    """Set ``gear.install_count`` to the number of its installation rows.
+
+    Derived, never incremented: under the gear's row lock (taken first, so the
+    count's own statement sees every install committed before it) the count
+    cannot drift, whatever installs and uninstalls race.
+    """
+    lock_gear(session, gear.id)
+    count = select(func.count()).select_from(Installation).where(
+        Installation.gear_id == gear.id).scalar_subquery()
+    session.execute(update(Gear).where(Gear.id == gear.id).values(install_count=count),
+                    execution_options={"synchronize_session": False})
+    session.expire(gear, ["install_count", "updated_at"])
