@@ -51,6 +51,13 @@ def parse_version(text: str) -> Version:
         ) from None
 
 
+def precedence_key(text: str) -> str:
+    """The version without its build metadata: two versions have the same semver
+    precedence exactly when their keys are equal (strict semver has no leading zeros,
+    so the text is canonical). The registry keeps one archive per key and gear."""
+    return str(parse_version(text).replace(build=None))
+
+
 def is_valid_version(text: object) -> bool:
     """True when ``text`` is a strict semver string."""
     return isinstance(text, str) and Version.is_valid(text)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from marketplace.audit import SystemActor
 from marketplace.engine.cli import engine_group
 from marketplace.errors import MarketplaceError
 from marketplace.storage import StorageError
@@ -127,7 +128,7 @@ def _ensure_admin(session: Any) -> str | None:
     email = email or DEFAULT_ADMIN_EMAIL
     shown = password is None
     password = password or new_password()
-    user = service.create_user(session, email, Role.admin, password)
+    user = service.create_user(session, email, Role.admin, password, actor=SystemActor.cli)
     if shown:
         return (f"admin {user.email}: created with password {password}\n"
                 "  (shown only this once: keep it somewhere safe)")
@@ -275,7 +276,8 @@ def create_user(ctx: click.Context, email: str, role: str, password_stdin: bool,
         if not password:
             raise CLIError("--password-stdin given but standard input held no password")
     with session_scope(get_app(ctx)) as session:
-        user = service.create_user(session, email, role, password, display_name=display_name)
+        user = service.create_user(session, email, role, password, display_name=display_name,
+                                   actor=SystemActor.cli)
         click.echo(f"created {user.role.value} {user.email}")
 
 
@@ -291,7 +293,8 @@ def create_publisher(ctx: click.Context, name: str, owner_email: str,
     from marketplace.db import session_scope
 
     with session_scope(get_app(ctx)) as session:
-        service.create_publisher(session, name, owner_email, display_name=display_name)
+        service.create_publisher(session, name, owner_email, display_name=display_name,
+                                 actor=SystemActor.cli)
         click.echo(f"created publisher {name} owned by {owner_email.strip().lower()}")
 
 
@@ -307,7 +310,8 @@ def create_workspace(ctx: click.Context, name: str, member_email: str,
     from marketplace.db import session_scope
 
     with session_scope(get_app(ctx)) as session:
-        service.create_workspace(session, name, member_email, display_name=display_name)
+        service.create_workspace(session, name, member_email, display_name=display_name,
+                                 actor=SystemActor.cli)
         click.echo(f"created workspace {name} with member {member_email.strip().lower()}")
 
 
@@ -320,14 +324,17 @@ def create_workspace(ctx: click.Context, name: str, member_email: str,
 @click.pass_context
 def create_token(ctx: click.Context, email: str, scopes: tuple[str, ...],
                  expires_days: int | None, name: str) -> None:
-    """Create an API token; prints only the token, so it can be captured by scripts."""
+    """Create an API token; prints only the token, so it can be captured by scripts.
+
+    The audit log records the operator CLI (``operator-cli``) as who created it, never
+    the token's owner."""
     from marketplace.accounts import service, tokens
     from marketplace.db import session_scope
 
     with session_scope(get_app(ctx)) as session:
         user = service.require_user(session, email)
         plaintext, _ = tokens.create_token(session, user, scopes, name=name,
-                                           expires_days=expires_days)
+                                           expires_days=expires_days, actor=SystemActor.cli)
     click.echo(plaintext)
 
 

@@ -197,11 +197,19 @@ class GearVersion(Base):
     """One published, immutable archive of a gear, with its review and lifecycle state."""
 
     __tablename__ = "gear_versions"
-    __table_args__ = (UniqueConstraint("gear_id", "version", name="uq_gear_version"),)
+    __table_args__ = (
+        UniqueConstraint("gear_id", "version", name="uq_gear_version"),
+        # Semver precedence ignores build metadata: 1.0.0 and 1.0.0+build.2 are one
+        # version, so the database keeps one archive per precedence, whoever races.
+        Index("uq_gear_versions_precedence", "gear_id", "precedence", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     gear_id: Mapped[int] = mapped_column(ForeignKey("gears.id", ondelete="CASCADE"))
     version: Mapped[str] = mapped_column(String(100))
+    #: ``version`` without build metadata (:func:`gears_sdk.versions.precedence_key`),
+    #: set whenever ``version`` is.
+    precedence: Mapped[str] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(Integer)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -225,6 +233,13 @@ class GearVersion(Base):
     reviewed_by: Mapped[User | None] = relationship(foreign_keys=[reviewed_by_id])
     uploaded_by: Mapped[User | None] = relationship(foreign_keys=[uploaded_by_id])
 
+    @validates("version")
+    def _set_precedence(self, _key: str, value: str) -> str:
+        from gears_sdk.versions import precedence_key
+
+        self.precedence = precedence_key(value)
+        return value
+
     def __repr__(self) -> str:
         return f"<GearVersion {self.gear_id}@{self.version} {self.status.value}>"
 
@@ -239,6 +254,9 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     actor_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    #: A non-person actor (``operator-cli``, ``demo-seed``, ``vetting``) when no user
+    #: acted; see :class:`marketplace.audit.SystemActor`.
+    actor_system: Mapped[str | None] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(64), index=True)
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[str] = mapped_column(String(200))

@@ -22,6 +22,7 @@ from marketplace.accounts.passwords import (
     verify_password,
 )
 from marketplace.accounts.validation import normalize_email, validate_name
+from marketplace.audit import Actor
 from marketplace.errors import APIError, ValidationError
 from marketplace.models import Publisher, PublisherMember, Role, User, Workspace, WorkspaceMember
 
@@ -59,7 +60,7 @@ def require_user(session: Session, email: str) -> User:
 
 
 def create_user(session: Session, email: str, role: Role | str, password: str | None = None,
-                *, display_name: str | None = None, actor: User | None = None) -> User:
+                *, display_name: str | None = None, actor: Actor = None) -> User:
     """Create a user. Without a password the user can only use API tokens."""
     email = normalize_email(email)
     role = _role(role)
@@ -78,7 +79,7 @@ def create_user(session: Session, email: str, role: Role | str, password: str | 
 
 
 def set_password(session: Session, user: User, password: str, *,
-                 actor: User | None = None) -> None:
+                 actor: Actor = None) -> None:
     """Replace ``user``'s password."""
     _check_password(password)
     user.password_hash = hash_password(password)
@@ -119,7 +120,7 @@ def _check_can_publish(user: User) -> None:
 
 
 def create_publisher(session: Session, name: str, owner_email: str, *,
-                     display_name: str | None = None, actor: User | None = None) -> Publisher:
+                     display_name: str | None = None, actor: Actor = None) -> Publisher:
     """Create the publisher namespace ``name`` owned by an existing developer or admin."""
     validate_name(name, what="publisher name")
     owner = require_user(session, owner_email)
@@ -136,7 +137,7 @@ def create_publisher(session: Session, name: str, owner_email: str, *,
 
 
 def add_publisher_member(session: Session, publisher: Publisher, user: User,
-                         role: str = "member", *, actor: User | None = None) -> PublisherMember:
+                         role: str = "member", *, actor: Actor = None) -> PublisherMember:
     """Make ``user`` a member (or owner) of ``publisher``; publishing needs a developer or admin."""
     _check_role(role)
     _check_can_publish(user)
@@ -152,7 +153,7 @@ def _check_role(role: str) -> None:
 
 
 def _set_member(session: Session, member: Any, new: Any, kind: str, name: str, user: User,
-                role: str, actor: User | None) -> Any:
+                role: str, actor: Actor) -> Any:
     """Create the membership (``new()``) or change its role, with its audit entry."""
     if member is not None:
         if member.role == role:
@@ -170,7 +171,7 @@ def _set_member(session: Session, member: Any, new: Any, kind: str, name: str, u
 
 
 def remove_publisher_member(session: Session, publisher: Publisher, user: User, *,
-                            actor: User | None = None) -> None:
+                            actor: Actor = None) -> None:
     """Remove ``user`` from ``publisher``; their ``publish:`` tokens stop working at once."""
     member = _membership(session, publisher, user)
     if member is None:
@@ -191,7 +192,7 @@ def get_workspace(session: Session, name: str) -> Workspace | None:
 
 
 def create_workspace(session: Session, name: str, member_email: str, *,
-                     display_name: str | None = None, actor: User | None = None) -> Workspace:
+                     display_name: str | None = None, actor: Actor = None) -> Workspace:
     """Create the workspace ``name`` with an existing user as its owner."""
     validate_name(name, what="workspace name")
     member = require_user(session, member_email)
@@ -207,7 +208,7 @@ def create_workspace(session: Session, name: str, member_email: str, *,
 
 
 def add_workspace_member(session: Session, workspace: Workspace, user: User,
-                         role: str = "member", *, actor: User | None = None) -> WorkspaceMember:
+                         role: str = "member", *, actor: Actor = None) -> WorkspaceMember:
     """Make ``user`` a member (or owner) of ``workspace``."""
     _check_role(role)
     member: WorkspaceMember = _set_member(
@@ -218,7 +219,7 @@ def add_workspace_member(session: Session, workspace: Workspace, user: User,
 
 
 def remove_workspace_member(session: Session, workspace: Workspace, user: User, *,
-                            actor: User | None = None) -> None:
+                            actor: Actor = None) -> None:
     """Remove ``user`` from ``workspace``; their ``workspace:`` tokens stop working at once."""
     member = session.get(WorkspaceMember, (workspace.id, user.id))
     if member is None:

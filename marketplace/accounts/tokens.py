@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from marketplace import audit
 from marketplace.accounts.validation import validate_scope
+from marketplace.audit import Actor
 from marketplace.db import utcnow
 from marketplace.errors import APIError, ValidationError
 from marketplace.models import ApiToken, Role, User
@@ -62,8 +63,11 @@ def _check_grantable(user: User, scope: str) -> None:
 
 def create_token(session: Session, user: User, scopes: Iterable[str], *, name: str = "cli",
                  expires_days: int | None = None,
-                 actor: User | None = None) -> tuple[str, ApiToken]:
-    """Create a token for ``user``; returns ``(plaintext, row)``. Show the plaintext once."""
+                 actor: Actor = None) -> tuple[str, ApiToken]:
+    """Create a token for ``user``; returns ``(plaintext, row)``. Show the plaintext once.
+
+    ``actor`` is who creates it (an admin, the operator CLI, the demo seed); ``None``
+    means ``user`` creates their own."""
     wanted = list(dict.fromkeys(scopes))  # unique, in the order given
     if not wanted:
         raise ValidationError("a token needs at least one scope", path="$.scopes",
@@ -110,7 +114,7 @@ def authenticate_token(session: Session, plaintext: str) -> ApiToken | None:
     return token
 
 
-def revoke_token(session: Session, token: ApiToken, *, actor: User | None = None,
+def revoke_token(session: Session, token: ApiToken, *, actor: Actor = None,
                  reason: str | None = None) -> None:
     """Revoke ``token`` for good; revoking twice is harmless."""
     if token.revoked_at is not None:

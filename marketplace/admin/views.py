@@ -16,8 +16,9 @@ from marketplace.db import get_session
 from marketplace.models import Gear, GearVersion, VersionStatus
 from marketplace.registry import queries, states
 from marketplace.registry.signing import VersionSignature, keyring, sign_version
+from marketplace.vetting.approval import baseline, waiting_reason
 from marketplace.vetting.findings import SEVERITIES, rank, worst
-from marketplace.vetting.jobs import enqueue, last_approved
+from marketplace.vetting.jobs import enqueue
 from marketplace.vetting.models import VettingReport
 
 bp = Blueprint("admin_review", __name__, url_prefix="/admin")
@@ -49,6 +50,7 @@ def queue() -> str:
         report = reports.get(v.id)
         findings = _findings(report)
         rows.append({"v": v, "age": age(v.created_at), "report": report,
+                     "waiting": _waiting(v, report, findings),
                      "worst": worst(findings) if findings else None,
                      "counts": {s: sum(1 for f in findings if f.get("severity") == s)
                                 for s in reversed(SEVERITIES) if s != "info"}})
@@ -75,7 +77,7 @@ def _archive(version: GearVersion | None) -> GearArchive | None:
 def version_page(publisher: str, name: str, version: str) -> str:
     row = _version(publisher, name, version)
     report = _report(row)
-    previous = last_approved(row)
+    previous = baseline(row)
     archive_error = None
     try:
         changes = diffs.file_changes(_archive(previous), _archive(row))  # type: ignore[arg-type]
@@ -86,7 +88,16 @@ def version_page(publisher: str, name: str, version: str) -> str:
         previous=previous, changes=changes, archive_error=archive_error,
         caps=diffs.capabilities(previous.manifest if previous else None, row.manifest),
         signature=get_session().get(VersionSignature, row.id), age=age(row.created_at),
-        audit=_audit_for(row))
+        audit=_audit_for(row), waiting=_waiting(row, report, _findings(report)))
+
+
+def _waiting(version: GearVersion, report: VettingReport | None,
+             findings: list[dict[str, Any]]) -> str | None:
+    """Why a pending version waits for a human (the auto-approval rule's answer)."""
+    from marketplace.vetting.models import JobState
+
+    vetted = report is not None and report.state in (JobState.done, JobState.error)
+    return waiting_reason(version, findings, vetted)
 
 
 def _audit_for(row: GearVersion) -> list[Any]:

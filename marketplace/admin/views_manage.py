@@ -11,6 +11,7 @@ from sqlalchemy.orm import selectinload
 
 from marketplace.admin import accounts
 from marketplace.admin.access import act, admin, admin_required
+from marketplace.audit import SystemActor
 from marketplace.db import get_session
 from marketplace.models import ApiToken, AuditEntry, Publisher, Role, User
 
@@ -29,6 +30,10 @@ def _date(name: str) -> datetime | None:
         return None
 
 
+#: Non-person actors the audit filter accepts by name (``system`` matches all of them).
+SYSTEM_ACTORS = frozenset(a.value for a in SystemActor)
+
+
 @bp.get("/audit")
 @admin_required
 def audit_log() -> str:
@@ -41,6 +46,8 @@ def audit_log() -> str:
     since, until = _date("from"), _date("to")
     if actor == "system":
         stmt = stmt.where(AuditEntry.actor_id.is_(None))
+    elif actor in SYSTEM_ACTORS:
+        stmt = stmt.where(AuditEntry.actor_system == actor)
     elif actor:
         stmt = stmt.join(User, AuditEntry.actor_id == User.id).where(
             func.lower(User.email).contains(actor, autoescape=True))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from gears_sdk.archive import GearArchive, read_archive
 from gears_sdk.errors import ArchiveError, ManifestError
 from gears_sdk.manifest import Manifest
+from gears_sdk.versions import precedence_key
 from marketplace import audit
 from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
@@ -103,23 +104,29 @@ def find_gear(session: Session, manifest: Manifest) -> Gear | None:
 
 
 def check_new_version(session: Session, gear: Gear | None, manifest: Manifest) -> None:
-    """Versions are immutable forever: the same name+version never takes new bytes."""
+    """Versions are immutable forever: the same name and semver precedence never takes
+    new bytes. Build metadata does not count (``1.0.0+build.2`` *is* ``1.0.0`` to every
+    range), so it cannot smuggle a second archive in; the unique index on
+    ``(gear_id, precedence)`` decides races this read cannot see."""
     if gear is None:
         return
-    exists = session.scalar(
-        select(GearVersion.id).where(
-            GearVersion.gear_id == gear.id, GearVersion.version == str(manifest.version)
+    existing = session.scalar(
+        select(GearVersion.version).where(
+            GearVersion.gear_id == gear.id,
+            GearVersion.precedence == precedence_key(str(manifest.version)),
         )
     )
-    if exists is not None:
-        raise _version_exists(manifest)
+    if existing is not None:
+        raise _version_exists(manifest, existing)
 
 
-def _version_exists(manifest: Manifest) -> MarketplaceError:
+def _version_exists(manifest: Manifest, existing: str | None = None) -> MarketplaceError:
+    same = "" if existing in (None, str(manifest.version)) else (
+        f" (as {existing}: build metadata does not make another version)")
     return MarketplaceError(
         409, "version_exists",
-        f"{manifest.name} {manifest.version} has already been published; versions are "
-        "immutable (even after a yank): bump the version in gear.json",
+        f"{manifest.name} {manifest.version} has already been published{same}; versions "
+        "are immutable (even after a yank): bump the version in gear.json",
     )
 
 

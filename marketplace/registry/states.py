@@ -162,7 +162,7 @@ def set_yanked(session: Session, actor: User, version: GearVersion, *, yanked: b
 def auto_approve(session: Session, version: GearVersion, *, reason: str,
                  sign: Signer | None) -> GearVersion:
     """Approval by the vetting pipeline itself (no actor); the caller has checked the
-    conditions (:func:`marketplace.vetting.jobs.auto_approval_refusal`). Does not commit:
+    conditions (:func:`marketplace.vetting.approval.auto_approval_refusal`). Does not commit:
     it joins the transaction that records the vetting report."""
     before = version_state(version)
     version.status = VersionStatus.approved
@@ -173,7 +173,7 @@ def auto_approve(session: Session, version: GearVersion, *, reason: str,
     refresh_listing(version.gear)
     if sign is not None:
         sign(session, version)
-    audit.record(session, None, "version.auto_approve", "version",
+    audit.record(session, audit.SystemActor.vetting, "version.auto_approve", "version",
                  f"{version.gear.name}@{version.version}", before=before,
                  after=version_state(version), reason=reason)
     return version

@@ -24,11 +24,11 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from gears_sdk.archive import read_archive
-from gears_sdk.versions import Version
 from marketplace.db import utcnow
-from marketplace.models import GearVersion, VersionStatus
+from marketplace.models import GearVersion
+from marketplace.vetting.approval import approval_reason, auto_approval_refusal, baseline
 from marketplace.vetting.context import SandboxOptions, VetContext
-from marketplace.vetting.findings import finding, rank
+from marketplace.vetting.findings import finding
 from marketplace.vetting.models import JobState, VettingJob, VettingReport
 from marketplace.vetting.pipeline import run_checks
 
@@ -134,10 +134,8 @@ def finish(session: Session, claim_: Claim, findings: list[dict[str, Any]],
     report = _record(session, job, findings, state, error)
     if approver is not None and report.state is JobState.done:
         version = job.version
-        why = auto_approval_refusal(version, findings)
-        if why is None:
-            approver(session, version, "auto-approved: verified publisher, no finding above "
-                     "info, no new capabilities")
+        if auto_approval_refusal(version, findings) is None:
+            approver(session, version, approval_reason(version))
     session.commit()
     return True
 
@@ -158,33 +156,11 @@ def _record(session: Session, job: VettingJob, findings: list[dict[str, Any]],
     return report
 
 
-def auto_approval_refusal(version: GearVersion, findings: list[dict[str, Any]]) -> str | None:
-    """Why ``version`` may not be auto-approved, or ``None`` when it may: a verified
-    publisher, still pending, every finding ``info``, and no capability growth."""
-    if version.status is not VersionStatus.pending:
-        return f"it is {version.status.value}"
-    if not version.gear.publisher.verified:
-        return "the publisher is not verified"
-    above = [f["code"] for f in findings if rank(str(f.get("severity"))) > rank("info")]
-    if above:
-        return "findings above info: " + ", ".join(sorted(set(above)))
-    if any(f.get("code") == "capabilities_added" for f in findings):
-        return "it asks for new capabilities"
-    return None
-
-
-def last_approved(version: GearVersion) -> GearVersion | None:
-    """The newest approved version of the same gear other than ``version``."""
-    approved = [v for v in version.gear.versions
-                if v.status is VersionStatus.approved and v.id != version.id]
-    return max(approved, key=lambda v: Version.parse(v.version), default=None)
-
-
 def vet_version(version: GearVersion, data: bytes, sandbox: SandboxOptions
                 ) -> list[dict[str, Any]]:
     """Every check on ``version``'s archive bytes."""
     archive = read_archive(data)
-    previous = last_approved(version)
+    previous = baseline(version)
     ctx = VetContext(archive=archive,
                      previous_manifest=previous.manifest if previous else None,
                      previous_version=previous.version if previous else None, sandbox=sandbox)

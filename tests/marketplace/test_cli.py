@@ -115,3 +115,30 @@ def test_serve_refuses_an_uninitialized_database(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--port", "1"], obj=app)
     assert result.exit_code == 1
     assert "not initialized" in result.stderr and "marketplace init" in result.stderr
+
+
+def test_operator_cli_is_the_audited_actor_never_the_tokens_owner(runner, session, client):
+    from marketplace.models import AuditEntry
+
+    for args in (("create-user", "dev@example.org", "--role", "developer"),
+                 ("create-publisher", "acme", "--owner", "dev@example.org"),
+                 ("create-token", "dev@example.org", "--scope", "publish:acme")):
+        result = runner.invoke(*args)
+        assert result.exit_code == 0, result.output
+    entries = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    created = [e for e in entries if e.action == "token.create"]
+    assert len(created) == 1
+    assert created[0].actor_id is None and created[0].actor_system == "operator-cli"
+    assert all(e.actor_system == "operator-cli" and e.actor_id is None for e in entries), [
+        (e.action, e.actor_id, e.actor_system) for e in entries]
+
+
+def test_audit_page_names_the_operator_cli(runner, session, client, make_user):
+    from tests.marketplace.web_support import PASSWORD, sign_in
+
+    runner.invoke("create-user", "dev@example.org", "--role", "developer")
+    runner.invoke("create-token", "dev@example.org", "--scope", "read")
+    make_user(role="admin", email="boss@example.org", password=PASSWORD)
+    sign_in(client, "boss@example.org")
+    page = client.get("/admin/audit?actor=operator-cli").get_data(as_text=True)
+    assert "token.create" in page and "operator-cli" in page

@@ -71,6 +71,42 @@ def test_same_version_twice_is_409_even_with_identical_bytes(client, actors, mak
     assert resp.json["error"]["code"] == "version_exists"
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    ("0.1.0", "0.1.0+build.2"),
+    ("0.1.0+build.1", "0.1.0"),
+    ("0.1.0+a", "0.1.0+b"),
+    ("1.0.0-rc.1", "1.0.0-rc.1+x"),
+])
+def test_build_metadata_never_makes_another_version(client, actors, make_gear_archive, session,
+                                                    first, second):
+    assert upload(client, actors["dev"], make_gear_archive("acme/hello", first)).status_code == 201
+    resp = upload(client, actors["dev"], make_gear_archive("acme/hello", second,
+                                                           summary="other bytes"))
+    assert resp.status_code == 409, resp.json
+    assert resp.json["error"]["code"] == "version_exists"
+    assert session.scalars(select(GearVersion.version)).all() == [first]
+
+
+def test_versions_that_differ_in_precedence_are_distinct(client, actors, make_gear_archive):
+    for version in ("1.0.0-rc.1", "1.0.0-rc.2", "1.0.0", "1.0.1+build.7"):
+        resp = upload(client, actors["dev"], make_gear_archive("acme/hello", version))
+        assert resp.status_code == 201, (version, resp.json)
+
+
+def test_the_database_itself_keeps_one_row_per_precedence(client, actors, make_gear_archive,
+                                                         session):
+    from sqlalchemy.exc import IntegrityError
+
+    assert upload(client, actors["dev"], make_gear_archive("acme/hello", "0.1.0")).status_code \
+        == 201
+    first = session.scalars(select(GearVersion)).one()
+    session.add(GearVersion(gear_id=first.gear_id, version="0.1.0+build.9", sha256="0" * 64,
+                            size=1, manifest=first.manifest, uploaded_by_id=None))
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+
+
 def test_other_namespace_is_403(client, actors, make_gear_archive, session):
     data = make_gear_archive("globex/thing", "1.0.0")
     resp = upload(client, actors["dev"], data)

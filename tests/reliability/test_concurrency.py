@@ -72,6 +72,38 @@ def test_racing_publishes_of_one_version_exactly_one_wins(database_settings, liv
     assert sorted(v["version"] for v in gear["versions"]) == [f"1.0.{r}" for r in range(ROUNDS)]
 
 
+def test_racing_publishes_of_one_precedence_exactly_one_wins(database_settings, live_registry):
+    """``1.0.0+build.N`` are one version: racing archives that differ only in build
+    metadata (and bytes) leave exactly one row, whoever wins."""
+    reg = live_registry(**database_settings)
+    target = prepare(reg)
+    url = reg.start(workers=3)
+    auth = {"Authorization": f"Bearer {target.dev_token}"}
+    admin = {"Authorization": f"Bearer {target.admin_token}"}
+    archives = [gear_zip(manifest={"name": "acme/build-race", "version": f"2.0.0+build.{i}",
+                                   "summary": f"racer {i}"}) for i in range(RACERS)]
+    barrier = threading.Barrier(RACERS)
+    results: list[tuple[int, dict]] = []
+
+    def race(data: bytes) -> None:
+        session = requests.Session()
+        barrier.wait()
+        resp = session.post(f"{url}/api/v1/gears", headers=auth,
+                            files={"file": ("g.gear", data)}, timeout=60)
+        results.append((resp.status_code, resp.json()))
+
+    threads = [threading.Thread(target=race, args=(a,)) for a in archives]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(s for s, _ in results)
+    assert statuses == [201] + [409] * (RACERS - 1), results
+    assert all(b["error"]["code"] == "version_exists" for s, b in results if s == 409)
+    gear = requests.get(f"{url}/api/v1/gears/acme/build-race", headers=admin, timeout=10).json()
+    assert len(gear["versions"]) == 1, gear["versions"]
+
+
 def test_bounded_mixed_load_has_no_errors_and_no_corrupted_downloads(live_registry):
     reg = live_registry()
     target = prepare(reg)

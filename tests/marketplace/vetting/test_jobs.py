@@ -12,6 +12,7 @@ from sqlalchemy import select
 from marketplace.db import database, utcnow
 from marketplace.models import AuditEntry, GearVersion, VersionStatus
 from marketplace.vetting import jobs
+from marketplace.vetting.approval import auto_approval_refusal, baseline
 from marketplace.vetting.models import JobState, VettingJob, VettingReport
 from marketplace.vetting.worker import process_one
 from tests.marketplace.vetting.conftest import upload
@@ -176,57 +177,112 @@ def _run_with(session, app, findings):
     assert jobs.finish(session, got, findings, make_approver(app))
 
 
+def _approved_first(client, actors, make_gear_archive, session, **kw):
+    """1.0.0 published and approved by an admin, its vetting job out of the queue."""
+    publish(client, actors, make_gear_archive, version="1.0.0", **kw)
+    resp = client.post("/api/v1/admin/gears/acme/hello/1.0.0/approve", headers=actors["admin"])
+    assert resp.status_code == 200, resp.json
+    session.execute(VettingJob.__table__.delete())
+    session.commit()
+
+
+def _status(client, actors, version):
+    return client.get(f"/api/v1/gears/acme/hello/{version}", headers=actors["dev"]).json
+
+
 @pytest.mark.parametrize(("verified", "findings", "approved"), [
     (True, INFO, True),
     (False, INFO, False),
     (True, [*INFO, {"code": "file_write", "severity": "medium"}], False),
     (True, [*INFO, {"code": "license_missing", "severity": "low"}], False),
+    (True, [{"code": "archive_ok", "severity": "info"}], False),  # the gear never ran
 ])
-def test_auto_approval_conditions(vet_app, client, actors, make_gear_archive, session,
-                                  verified, findings, approved):
+def test_auto_approval_conditions_for_an_update(vet_app, client, actors, make_gear_archive,
+                                                session, verified, findings, approved):
     actors["publisher"].verified = verified
     session.commit()
-    _pending_version(client, actors, make_gear_archive, session)
+    _approved_first(client, actors, make_gear_archive, session)
+    publish(client, actors, make_gear_archive, version="1.0.1")
     _run_with(session, vet_app, findings)
-    body = client.get("/api/v1/gears/acme/hello/1.0.0", headers=actors["dev"]).json
+    body = _status(client, actors, "1.0.1")
     assert (body["status"] == "approved") is approved
     if approved:
         assert body["signature"] and body["key_id"] and "gear.json" in body["files"]
         entry = session.scalar(select(AuditEntry).where(
             AuditEntry.action == "version.auto_approve"))
-        assert entry.actor_id is None and entry.after["status"] == "approved"
+        assert entry.actor_id is None and entry.actor_system == "vetting"
+        assert entry.after["status"] == "approved" and "1.0.0" in entry.reason
+
+
+def test_a_first_version_always_waits_for_a_human(vet_app, client, actors, make_gear_archive,
+                                                  session, make_user):
+    """Even from a verified publisher with nothing above info, and reading everything."""
+    actors["publisher"].verified = True
+    session.commit()
+    publish(client, actors, make_gear_archive, version="1.0.0",
+            permissions={"network": ["collector.example.com"],
+                         "profile": {"read": ["*"], "write": []}})
+    _run_with(session, vet_app, INFO)
+    assert _status(client, actors, "1.0.0")["status"] == "pending"
+    version = session.scalar(select(GearVersion))
+    assert "first version" in auto_approval_refusal(version, INFO)
+    assert session.scalar(select(AuditEntry).where(
+        AuditEntry.action == "version.auto_approve")) is None
+    _signed_in_admin(client, make_user)
+    queue = client.get("/admin/").get_data(as_text=True)
+    page = client.get("/admin/gears/acme/hello/1.0.0").get_data(as_text=True)
+    for html in (queue, page):
+        assert "first version of this gear" in html
+
+
+def _signed_in_admin(client, make_user):
+    from tests.marketplace.web_support import PASSWORD, sign_in
+
+    make_user(role="admin", email="reviewer@gears.test", password=PASSWORD)
+    sign_in(client, "reviewer@gears.test")
 
 
 def test_no_auto_approval_when_capabilities_grow(vet_app, client, actors, make_gear_archive,
-                                                 session):
+                                                 session, make_user):
+    from gears_sdk.archive import read_archive
+    from marketplace.blobs import get_blob_store
     from marketplace.vetting.checks.package import check_capabilities
     from marketplace.vetting.context import VetContext
 
     actors["publisher"].verified = True
     session.commit()
-    publish(client, actors, make_gear_archive, version="1.0.0")
-    client.post("/api/v1/admin/gears/acme/hello/1.0.0/approve", headers=actors["admin"])
-    session.execute(VettingJob.__table__.delete())
-    session.commit()
+    _approved_first(client, actors, make_gear_archive, session)
     publish(client, actors, make_gear_archive, version="1.1.0",
             permissions={"network": ["api.example.com"],
                          "profile": {"read": ["attributes.first_name"], "write": []}})
     version = session.scalar(select(GearVersion).where(GearVersion.version == "1.1.0"))
-    from gears_sdk.archive import read_archive
-    from marketplace.blobs import get_blob_store
-
     archive = read_archive(get_blob_store(vet_app).read(version.sha256))
-    prev = jobs.last_approved(version)
+    prev = baseline(version)
+    assert prev is not None and prev.version == "1.0.0"
     grown = [f.to_dict() for f in check_capabilities(VetContext(
         archive, prev.manifest, prev.version))]
-    assert [f["code"] for f in grown] == ["capabilities_added"]
-    assert jobs.auto_approval_refusal(version, INFO + grown) is not None
-    # even were it reported as info, growth alone refuses auto-approval
+    assert "capabilities_added" in [f["code"] for f in grown]
+    # Even with every finding reported as info, growth alone refuses auto-approval.
     downgraded = [{**f, "severity": "info"} for f in grown]
-    assert "new capabilities" in jobs.auto_approval_refusal(version, INFO + downgraded)
-    _run_with(session, vet_app, INFO + grown)
+    why = auto_approval_refusal(version, INFO + downgraded)
+    assert why and "network:api.example.com" in why
+    _run_with(session, vet_app, INFO + downgraded)
     session.refresh(version)
     assert version.status is VersionStatus.pending
+    _signed_in_admin(client, make_user)
+    page = client.get("/admin/gears/acme/hello/1.1.0").get_data(as_text=True)
+    assert "Waiting for a human" in page and "network:api.example.com" in page
+
+
+def test_the_baseline_is_an_earlier_approved_version_never_a_later_one(
+        vet_app, client, actors, make_gear_archive, session):
+    """0.9.0 published after 1.0.0 was approved has no earlier version: it waits."""
+    actors["publisher"].verified = True
+    session.commit()
+    _approved_first(client, actors, make_gear_archive, session)
+    publish(client, actors, make_gear_archive, version="0.9.0")
+    _run_with(session, vet_app, INFO)
+    assert _status(client, actors, "0.9.0")["status"] == "pending"
 
 
 @pytest.mark.sandbox
