@@ -37,6 +37,7 @@ from marketplace.engine.models import (
     SyncRun,
     SyncStatus,
 )
+from marketplace.engine.upserts import ensure_rows
 from marketplace.engine.validation import ITEM_FIELDS, Problem, check_event, check_item, problem
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
@@ -116,6 +117,8 @@ def _apply_profiles(session: Session, workspace_id: int, records: list[Any],
         merged["traits"].update(rec.get("traits") or {})
     if not good:
         return 0
+    ensure_rows(session, Profile, "user_id", workspace_id, sorted(good),
+                {"attributes": {}, "traits": {}, "created_at": utcnow(), "updated_at": utcnow()})
     rows = {r.user_id: r for r in session.scalars(select(Profile).where(
         Profile.workspace_id == workspace_id, Profile.user_id.in_(list(good))))}
     now = utcnow()
@@ -134,6 +137,8 @@ def _apply_profiles(session: Session, workspace_id: int, records: list[Any],
 def upsert_items(session: Session, workspace_id: int, items: list[dict[str, Any]]) -> int:
     """Insert or update catalog items (validated column values); how many."""
     ids = [i["item_id"] for i in items]
+    ensure_rows(session, CatalogItem, "item_id", workspace_id, sorted(ids),
+                {"title": "", "attributes": {}, "active": True, "updated_at": utcnow()})
     rows = {r.item_id: r for r in session.scalars(select(CatalogItem).where(
         CatalogItem.workspace_id == workspace_id, CatalogItem.item_id.in_(ids)))}
     now = utcnow()

@@ -5,6 +5,18 @@ patches the extensions return and any ``ctx.state`` the gears write commit
 together, so a failed batch leaves nothing behind and a retried one (same
 event ids) is not counted twice.
 
+No write transaction is open while gear code runs: the gears are called
+first, on the profiles as they were read (their ``ctx.state`` writes are
+staged, :mod:`marketplace.engine.state`), and only then are the results
+written, in one short transaction. So a slow gear delays its own batch,
+never another writer. Because the write comes after a gap, it is written to
+be idempotent under concurrency: events are inserted with ``ON CONFLICT DO
+NOTHING`` (an event id another batch stored meanwhile is counted as a
+duplicate and its patches are dropped), missing profiles likewise (two
+batches creating one user make one profile), and the patches are replayed,
+in order, on the profile rows read again under a row lock, so concurrent
+batches for one user never lose each other's increments.
+
 Per event, every enabled extension declaring ``gear_on_event`` is called
 through the workspace's plugin manager (``pm.hook.gear_on_event``). Its
 patch is applied only if it stays within the gear's declared write set
@@ -29,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.db import utcnow
@@ -44,7 +56,8 @@ from marketplace.engine.profiles import (
     profile_doc,
     recent_events,
 )
-from marketplace.engine.state import bound_session
+from marketplace.engine.state import StagedState, staged_state, write_staged
+from marketplace.engine.upserts import insert_for
 from marketplace.engine.validation import NewEvent
 from marketplace.models import Workspace
 from marketplace.runtime import GearFailure, GearResult
@@ -117,19 +130,29 @@ def _new_only(session: Session, workspace_id: int, events: list[NewEvent],
     return fresh
 
 
-def _apply_results(results: list[Any], doc: dict[str, Any], result: IngestResult) -> bool:
-    changed = False
+@dataclass(frozen=True)
+class _Patch:
+    """A patch a gear returned for one event, to replay on the stored profile."""
+
+    event_id: str
+    user_id: str
+    installation: str
+    gear: str
+    patch: Any
+
+
+def _apply_results(results: list[Any], e: NewEvent, doc: dict[str, Any],
+                   result: IngestResult, patches: list[_Patch]) -> None:
     for r in results:
         if isinstance(r, GearFailure):
             result.error(r.installation, r.gear, r.error.code, r.error.message)
         elif isinstance(r, GearResult) and r.value is not None:
             try:
-                if apply_patch(doc, r.value):
-                    changed = True
-                result.patches_applied += 1
+                apply_patch(doc, r.value)
             except PatchError as exc:
                 result.error(r.installation, r.gear, "patch_refused", str(exc))
-    return changed
+                continue
+            patches.append(_Patch(e.event_id, e.user_id, r.installation, r.gear, r.value))
 
 
 def ingest(engine: EngineManager, session: Session, workspace: Workspace,
@@ -139,7 +162,6 @@ def ingest(engine: EngineManager, session: Session, workspace: Workspace,
     result = IngestResult()
     wg = engine.workspace(session, workspace)
     fresh = _new_only(session, workspace.id, events, result)
-    result.accepted = len(fresh)
     if not fresh:
         result.took_ms = (time.perf_counter() - began) * 1000
         return result
@@ -150,47 +172,47 @@ def ingest(engine: EngineManager, session: Session, workspace: Workspace,
     docs = {u: profile_doc(rows.get(u), u, recent_events(session, workspace.id, u)
                            if with_events and u in rows else [] if with_events else None)
             for u in users}
+    with staged_state() as staged:
+        patches = _call_gears(engine, session, wg, fresh, docs, with_events, result)
+    _write(session, workspace.id, fresh, users, patches, staged, result)
+    result.took_ms = (time.perf_counter() - began) * 1000
+    return result
 
-    now = utcnow()
-    session.execute(insert(Event), [
-        {"workspace_id": workspace.id, "event_id": e.event_id, "user_id": e.user_id,
-         "type": e.type, "name": e.name, "properties": e.properties,
-         "timestamp": e.timestamp, "received_at": now} for e in fresh])
 
+def _call_gears(engine: EngineManager, session: Session, wg: Any, fresh: list[NewEvent],
+                docs: dict[str, dict[str, Any]], with_events: bool,
+                result: IngestResult) -> list[_Patch]:
+    """Run every extension on ``fresh`` (nothing is written); the patches that applied."""
+    patches: list[_Patch] = []
     caller, failed = engine.hook(session, wg, "gear_on_event")
     for out in failed:
         _count_unavailable(out, len(fresh), result)
-    changed: set[str] = set()
     impls = caller.get_hookimpls()
-    if impls:
-        # pluggy calls the last registered first: keep its order for the batched path
-        proxies = [i.plugin for i in reversed(impls)
-                   if isinstance(i.plugin, GearProxy) and not (i.hookwrapper or i.wrapper)]
-        batched = len(proxies) == len(impls)
-        with bound_session(session):
-            for run in _runs(fresh) if batched else ([e] for e in fresh):
-                staged = []
-                for e in run:
-                    doc = docs[e.user_id]
-                    event = _event_doc(e)
-                    if with_events:
-                        doc["events"].append(event)
-                        del doc["events"][:-RECENT_EVENTS]
-                    staged.append((e.user_id, event, doc))
-                if batched:
-                    calls = [{"event": event, "profile": doc} for _, event, doc in staged]
-                    per_gear = [p.call_batch("gear_on_event", calls) for p in proxies]
-                    per_event = [[out[j] for out in per_gear] for j in range(len(staged))]
-                else:
-                    per_event = [caller(event=event, profile=doc, config=None, ctx=None)
-                                 for _, event, doc in staged]
-                for (user, _, doc), results in zip(staged, per_event, strict=True):
-                    if _apply_results(results, doc, result):
-                        changed.add(user)
-    _save_profiles(session, workspace.id, users, rows, docs, changed, result, now)
-    session.flush()
-    result.took_ms = (time.perf_counter() - began) * 1000
-    return result
+    if not impls:
+        return patches
+    # pluggy calls the last registered first: keep its order for the batched path
+    proxies = [i.plugin for i in reversed(impls)
+               if isinstance(i.plugin, GearProxy) and not (i.hookwrapper or i.wrapper)]
+    batched = len(proxies) == len(impls)
+    for run in _runs(fresh) if batched else ([e] for e in fresh):
+        staged = []
+        for e in run:
+            doc = docs[e.user_id]
+            event = _event_doc(e)
+            if with_events:
+                doc["events"].append(event)
+                del doc["events"][:-RECENT_EVENTS]
+            staged.append((e, event, doc))
+        if batched:
+            calls = [{"event": event, "profile": doc} for _, event, doc in staged]
+            per_gear = [p.call_batch("gear_on_event", calls) for p in proxies]
+            per_event = [[out[j] for out in per_gear] for j in range(len(staged))]
+        else:
+            per_event = [caller(event=event, profile=doc, config=None, ctx=None)
+                         for _, event, doc in staged]
+        for (e, _, doc), results in zip(staged, per_event, strict=True):
+            _apply_results(results, e, doc, result, patches)
+    return patches
 
 
 def _runs(events: list[NewEvent]) -> Iterator[list[NewEvent]]:
@@ -212,19 +234,68 @@ def _count_unavailable(out: Outcome, n: int, result: IngestResult) -> None:
         result.error(out.installation, out.gear, out.error or "load_failed", out.message or "")
 
 
-def _save_profiles(session: Session, workspace_id: int, users: list[str],
-                   rows: dict[str, Profile], docs: dict[str, dict[str, Any]],
-                   changed: set[str], result: IngestResult, now: Any) -> None:
-    for user in users:
-        doc = docs[user]
-        row = rows.get(user)
-        if row is None:
-            session.add(Profile(workspace_id=workspace_id, user_id=user,
-                                attributes=doc["attributes"], traits=doc["traits"],
-                                created_at=now, updated_at=now))
-            result.profiles_created += 1
-        elif user in changed:
-            row.attributes, row.traits, row.updated_at = doc["attributes"], doc["traits"], now
-        else:
-            row.updated_at = now
+def _chunks(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
+
+def _write(session: Session, workspace_id: int, fresh: list[NewEvent], users: list[str],
+           patches: list[_Patch], staged: StagedState, result: IngestResult) -> None:
+    """The batch's one short write: profiles, events, replayed patches, staged state.
+
+    Profiles are created and locked in user order before the events go in, so
+    two batches touching the same users queue on the first of them instead of
+    deadlocking.
+    """
+    now = utcnow()
+    ordered = sorted(users)
+    for chunk in _chunks(ordered):
+        created = session.scalars(
+            insert_for(session, Profile).values([
+                {"workspace_id": workspace_id, "user_id": u, "attributes": {}, "traits": {},
+                 "created_at": now, "updated_at": now} for u in chunk])
+            .on_conflict_do_nothing(index_elements=["workspace_id", "user_id"])
+            .returning(Profile.user_id)).all()
+        result.profiles_created += len(created)
+    rows: dict[str, Profile] = {}
+    for chunk in _chunks(ordered):
+        rows.update((r.user_id, r) for r in session.scalars(
+            select(Profile).where(Profile.workspace_id == workspace_id,
+                                  Profile.user_id.in_(chunk))
+            .order_by(Profile.user_id).with_for_update()
+            .execution_options(populate_existing=True)))
+    inserted: set[str] = set()
+    for chunk in _chunks(fresh):
+        inserted.update(session.scalars(
+            insert_for(session, Event).values([
+                {"workspace_id": workspace_id, "event_id": e.event_id, "user_id": e.user_id,
+                 "type": e.type, "name": e.name, "properties": e.properties,
+                 "timestamp": e.timestamp, "received_at": now} for e in chunk])
+            .on_conflict_do_nothing(index_elements=["workspace_id", "event_id"])
+            .returning(Event.event_id)).all())
+    result.accepted = len(inserted)
+    result.duplicates += len(fresh) - len(inserted)
+    _replay(rows, patches, inserted, result, now)
+    if inserted:
+        write_staged(session, staged)
+    session.flush()
+
+
+def _replay(rows: dict[str, Profile], patches: list[_Patch], inserted: set[str],
+            result: IngestResult, now: Any) -> None:
+    """Apply the patches of the events this batch stored to the locked profile rows."""
+    docs = {u: profile_doc(row, u) for u, row in rows.items()}
+    changed: set[str] = set()
+    for p in patches:
+        if p.event_id not in inserted or p.user_id not in docs:
+            continue  # stored by a concurrent batch: a duplicate, its patches are not ours
+        try:
+            if apply_patch(docs[p.user_id], p.patch):
+                changed.add(p.user_id)
+            result.patches_applied += 1
+        except PatchError as exc:  # the profile changed under a concurrent batch
+            result.error(p.installation, p.gear, "patch_refused", str(exc))
+    for user, row in rows.items():
+        if user in changed:
+            row.attributes, row.traits = docs[user]["attributes"], docs[user]["traits"]
+        row.updated_at = now

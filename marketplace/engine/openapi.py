@@ -32,7 +32,8 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj(["error"], error=_obj(["code", "message", "details"], code=STR, message=STR,
-                                        details={"type": "array", "items": ref("Problem")})),
+                                        details={"type": "array", "items": ref("Problem")},
+                                        current=OBJ)),
     "Problem": _obj(["message"], path=STR, message=STR, code=STR),
     "Event": _obj(["user_id", "type"], id=STR, user_id=STR,
                   type={"enum": ["view", "click", "purchase", "custom"]}, name=STR,
@@ -143,13 +144,15 @@ def paths() -> dict[str, Any]:
         f"{W}/segments": {"get": _op("List segments", "SegmentList")},
         f"{W}/segments/{{name}}": {
             "get": _op("A segment", "Segment"),
-            "put": _op("Create or replace a segment", "Segment", 400, 422, body="Segment"),
+            "put": _op("Create or replace a segment", "Segment", 400, 409, 422,
+                       body="Segment"),
             "delete": _op("Delete a segment", "Deleted", 409)},
         f"{W}/segments/{{name}}/members": {"get": _op("A segment's members", "Members", 422)},
         f"{W}/campaigns": {"get": _op("List campaigns", "CampaignList")},
         f"{W}/campaigns/{{name}}": {
             "get": _op("A campaign", "Campaign"),
-            "put": _op("Create or replace a campaign", "Campaign", 400, 422, body="Campaign"),
+            "put": _op("Create or replace a campaign", "Campaign", 400, 409, 422,
+                       body="Campaign"),
             "delete": _op("Delete a campaign", "Deleted")},
         "/engine/v1/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": OBJ}}}}}},

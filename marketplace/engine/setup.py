@@ -5,13 +5,19 @@ must exist and each experience's installation must be a template installed
 in the same workspace. Decisions then never meet a dangling reference except
 one made later (a segment deleted, a gear uninstalled), and those degrade to
 the next experience or the fallback.
+
+Two requests creating the same name at once cannot both win: the database's
+unique constraint decides, and the loser gets 409 ``conflict`` with the
+winner's state (``current``) instead of a 500.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from marketplace.db import utcnow
@@ -68,8 +74,22 @@ def put_segment(session: Session, workspace: Workspace, name: str, body: Any) ->
         row = Segment(workspace_id=workspace.id, name=name, created_at=utcnow())
         session.add(row)
     row.title, row.rule, row.updated_at = title, body["rule"], utcnow()
-    session.flush()
+    _flush_or_conflict(session, lambda: segment_json(get_segment(session, workspace, name)),
+                       f"the segment {name!r} was just created by another request")
     return row
+
+
+def _flush_or_conflict(session: Session, current: Callable[[], dict[str, Any]],
+                       message: str) -> None:
+    """Flush; when a concurrent request created the same name first, 409 ``conflict``
+    carrying the winner's state as ``current`` (the caller's changes are rolled back)."""
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise MarketplaceError(409, "conflict", message + "; it now holds what is shown as "
+                               "'current': read it and send your change again",
+                               current=current()) from None
 
 
 def delete_segment(session: Session, workspace: Workspace, name: str) -> None:
@@ -187,7 +207,8 @@ def put_campaign(session: Session, workspace: Workspace, name: str, body: Any) -
         session.add(row)
     row.title, row.placement, row.priority, row.active = title, body["placement"], priority, active
     row.experiences, row.fallback, row.updated_at = experiences, fallback, utcnow()
-    session.flush()
+    _flush_or_conflict(session, lambda: campaign_json(get_campaign(session, workspace, name)),
+                       f"the campaign {name!r} was just created by another request")
     return row
 
 

@@ -5,11 +5,15 @@ so it lives in the engine's database rather than in a file. It implements
 the runtime's :class:`~marketplace.runtime.state.StateStore` protocol and
 keeps its rule: JSON values only, at most the manifest's ``limits.state_kb``.
 
-Writes join the engine's current transaction when there is one
-(:func:`bound_session`): state changed while handling an event batch commits
-or rolls back with that batch, and on SQLite a second connection writing
-while the batch holds the write lock would only wait for itself. Outside
-an engine operation (``gear_install``, say) each write commits on its own.
+No database transaction may stay open while gear code runs (a slow gear
+would hold SQLite's write lock, or PostgreSQL's row locks, and stall every
+other writer). So during an engine operation (:func:`staged_state`) a
+gear's writes are *staged* in memory: the gear reads back what it wrote,
+and the operation writes the staged state together with its own results
+(:func:`write_staged`) once the gears have answered, in one short
+transaction; a failed operation drops them. Outside an engine operation
+(``gear_install``, say) each write commits on its own, in its own short
+transaction.
 """
 
 from __future__ import annotations
@@ -18,24 +22,51 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from marketplace.db import utcnow
 from marketplace.engine.models import InstallationState
+from marketplace.engine.upserts import insert_for
 
-_current: ContextVar[Session | None] = ContextVar("gears_engine_session", default=None)
+
+@dataclass
+class StagedState:
+    """State written by gears during one engine operation, not yet in the database."""
+
+    #: installation id -> (workspace id, the installation's whole new state)
+    writes: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+
+
+_current: ContextVar[StagedState | None] = ContextVar("gears_engine_state", default=None)
 
 
 @contextmanager
-def bound_session(session: Session) -> Iterator[Session]:
-    """Make gear state reads and writes during the block use ``session``."""
-    token = _current.set(session)
+def staged_state() -> Iterator[StagedState]:
+    """Stage gears' state writes made during the block (see the module's docstring)."""
+    staged = StagedState()
+    token = _current.set(staged)
     try:
-        yield session
+        yield staged
     finally:
         _current.reset(token)
+
+
+def write_staged(session: Session, staged: StagedState) -> None:
+    """Write ``staged`` in ``session``'s transaction (an upsert: a concurrent first
+    write of the same installation's state cannot fail on the primary key)."""
+    now = utcnow()
+    for installation, (workspace_id, data) in staged.writes.items():
+        size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
+        values = {"installation_id": installation, "workspace_id": workspace_id,
+                  "data": data, "size": size, "updated_at": now}
+        stmt = insert_for(session, InstallationState).values(**values)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[InstallationState.installation_id],
+            set_={"data": data, "size": size, "updated_at": now}))
+    staged.writes.clear()
 
 
 class DbStateStore:
@@ -49,14 +80,10 @@ class DbStateStore:
         self.limit_bytes = int(limit_kb) * 1024
 
     @contextmanager
-    def _session(self) -> Iterator[tuple[Session, bool]]:
-        bound = _current.get()
-        if bound is not None:
-            yield bound, False
-            return
+    def _session(self) -> Iterator[Session]:
         session = self.sessions()
         try:
-            yield session, True
+            yield session
             session.commit()
         except BaseException:
             session.rollback()
@@ -64,12 +91,12 @@ class DbStateStore:
         finally:
             session.close()
 
-    def _row(self, session: Session) -> InstallationState | None:
-        return session.get(InstallationState, self.installation_id)
-
     def _data(self) -> dict[str, Any]:
-        with self._session() as (session, _own):
-            row = self._row(session)
+        staged = _current.get()
+        if staged is not None and self.installation_id in staged.writes:
+            return json.loads(json.dumps(staged.writes[self.installation_id][1]))
+        with self._session() as session:
+            row = session.get(InstallationState, self.installation_id)
             return dict(row.data or {}) if row is not None else {}
 
     def get(self, key: str) -> Any:
@@ -88,17 +115,14 @@ class DbStateStore:
         self._write(lambda data: {k: v for k, v in data.items() if k != key})
 
     def _write(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        with self._session() as (session, _own):
-            row = self._row(session)
-            new = change(dict(row.data or {}) if row is not None else {})
-            size = len(json.dumps(new, separators=(",", ":"), allow_nan=False))
-            if size > self.limit_bytes:
-                raise ValueError(f"state would hold {size} bytes; the limit is "
-                                 f"{self.limit_bytes} (limits.state_kb in gear.json)")
-            if row is None:
-                session.add(InstallationState(installation_id=self.installation_id,
-                                              workspace_id=self.workspace_id, data=new,
-                                              size=size, updated_at=utcnow()))
-            else:
-                row.data, row.size, row.updated_at = new, size, utcnow()
-            session.flush()
+        new = change(self._data())
+        size = len(json.dumps(new, separators=(",", ":"), allow_nan=False))
+        if size > self.limit_bytes:
+            raise ValueError(f"state would hold {size} bytes; the limit is "
+                             f"{self.limit_bytes} (limits.state_kb in gear.json)")
+        staged = _current.get()
+        if staged is not None:
+            staged.writes[self.installation_id] = (self.workspace_id, new)
+            return
+        with self._session() as session:
+            write_staged(session, StagedState({self.installation_id: (self.workspace_id, new)}))
