@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from marketplace import blobs, db, errors
 from marketplace.config import load_settings
@@ -73,4 +74,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for module_name in BLUEPRINT_MODULES:
         importlib.import_module(module_name).init_app(app)
     app.after_request(_security_headers)
+    trust_proxies(app)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Believe ``X-Forwarded-For``/``-Proto``/``-Host`` from ``TRUSTED_PROXIES`` hops.
+
+    With the default 0 the client address is the socket's peer and forwarded
+    headers are ignored (anyone could send them). Behind N proxies, werkzeug's
+    ``ProxyFix`` takes the N-th address from the right: the one the outermost
+    trusted proxy saw, which a client cannot forge. Rate limits and logs use it.
+    """
+    hops = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -9,12 +9,17 @@ learns about it instead of seeing less than it expects.
 Use the helpers inside views (``token = require_scope(f"publish:{name}")``),
 or the decorators when the scope is fixed.
 
-Guessing tokens is slowed down: after ``TOKEN_FAILURE_LIMIT`` failed bearer
-authentications from one client address within ``TOKEN_FAILURE_WINDOW``
-seconds, every request from that address carrying a token gets ``429
-rate_limited`` with ``Retry-After`` until the window has passed. The count lives
-in process memory, so each server process (worker, replica) keeps its own; see
-``docs/reliability.md``.
+Failed authentications are limited without locking anyone else out: a token
+that failed ``TOKEN_FAILURE_LIMIT`` times within ``TOKEN_FAILURE_WINDOW``
+seconds gets ``429 rate_limited`` with ``Retry-After`` (counted per token, by
+its hash), and so does any *failing* token from a client address that sent
+more than ``TOKEN_FAILURE_LIMIT`` failing ones (guessing with fresh strings).
+A valid token is looked up first and always passes, so a flood of revoked
+tokens from the same address — a NAT, a load balancer — never locks out a good
+one. The client address is the socket's peer unless ``TRUSTED_PROXIES`` says
+how many proxy hops in front of the server set ``X-Forwarded-For`` (see
+:func:`marketplace.app.create_app`). The counts live in process memory, so each
+server process keeps its own; see ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
-from marketplace.accounts.tokens import authenticate_token, token_allows
+from marketplace.accounts.tokens import authenticate_token, hash_token, token_allows
 from marketplace.db import get_session
 from marketplace.errors import APIError
 from marketplace.models import ApiToken, User
@@ -35,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET = object()
 
-#: Failed bearer authentications allowed per client address and window (seconds).
+#: Failed bearer authentications allowed per token, and per address, and window (seconds).
 DEFAULT_TOKEN_FAILURE_LIMIT = 30
 DEFAULT_TOKEN_FAILURE_WINDOW = 300
 _LIMITER_KEY = "gears_token_failures"
@@ -52,16 +57,24 @@ def token_failures() -> SlidingWindowLimiter:
     return limiter
 
 
-def _client_key() -> str:
-    return request.remote_addr or "?"
+def _failure_keys(plaintext: str | None) -> tuple[str, str]:
+    """The limiter keys of a failed authentication: the token's own, and its address's."""
+    token_key = "token:" + hash_token(plaintext or "")
+    return token_key, "address:" + (request.remote_addr or "?")
 
 
-def _refuse_if_limited() -> None:
-    wait = token_failures().retry_after(_client_key())
+def _refuse_failure(plaintext: str | None, failure: APIError) -> APIError:
+    """Count a failed authentication; ``failure`` itself, or ``429`` once over a limit."""
+    limiter = token_failures()
+    keys = _failure_keys(plaintext)
+    wait = max(limiter.retry_after(key) for key in keys)
     if wait:
-        raise APIError(429, "rate_limited", f"too many failed token authentications from "
-                       f"this address; try again in {wait} seconds",
-                       headers={"Retry-After": str(wait)})
+        return APIError(429, "rate_limited", f"too many failed authentications with this "
+                        f"token or from this address; try again in {wait} seconds",
+                        headers={"Retry-After": str(wait)})
+    for key in keys:
+        limiter.hit(key)
+    return failure
 
 
 def _bearer() -> str | None:
@@ -81,21 +94,17 @@ def current_token() -> ApiToken | None:
     if cached is not _UNSET:
         return cast("ApiToken | None", cached)
     token = None
-    if request.headers.get("Authorization") is not None:
-        _refuse_if_limited()
     try:
         plaintext = _bearer()
-    except APIError:
-        token_failures().hit(_client_key())
-        raise
+    except APIError as exc:
+        raise _refuse_failure(request.headers.get("Authorization"), exc) from None
     if plaintext is not None:
         session = get_session()
         token = authenticate_token(session, plaintext)
         if token is None:
-            token_failures().hit(_client_key())
-            raise APIError.unauthorized(
+            raise _refuse_failure(plaintext, APIError.unauthorized(
                 "the API token is invalid, expired or revoked; create a new one",
-                error="invalid_token")
+                error="invalid_token"))
         if session.dirty:  # last_used_at moved on
             session.commit()
     g.gears_token = token

@@ -39,6 +39,11 @@ ENV_SETTINGS: dict[str, Callable[[str], Any]] = {
     "BASE_URL": str,
     # Earlier secret keys, comma-separated: still accepted for decryption after a rotation.
     "SECRET_KEY_FALLBACKS": lambda value: [k.strip() for k in value.split(",") if k.strip()],
+    # Proxy hops in front of the server whose X-Forwarded-For/-Proto are believed (0: none).
+    "TRUSTED_PROXIES": int,
+    "TOKEN_FAILURE_LIMIT": int,
+    "TOKEN_FAILURE_WINDOW": float,
+    "LOGIN_ACCOUNT_FAILURE_LIMIT": int,
 }
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
@@ -63,6 +68,10 @@ def defaults(cwd: Path) -> dict[str, Any]:
         "MAX_UPLOAD_MB": 16,
         "BASE_URL": None,
         "TESTING": False,
+        "TRUSTED_PROXIES": 0,
+        "TOKEN_FAILURE_LIMIT": 30,
+        "TOKEN_FAILURE_WINDOW": 300.0,
+        "LOGIN_ACCOUNT_FAILURE_LIMIT": 20,
     }
 
 
@@ -171,6 +180,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *,
             raise ConfigError(f"MAX_UPLOAD_MB={settings['MAX_UPLOAD_MB']!r} is not a number")
     if not settings.get("SECRET_KEY"):
         settings["SECRET_KEY"] = secret_key(instance)
+    try:
+        settings["TRUSTED_PROXIES"] = max(0, int(settings["TRUSTED_PROXIES"]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"TRUSTED_PROXIES={settings['TRUSTED_PROXIES']!r} is not a number "
+                          "of proxy hops") from None
     if settings.get("BASE_URL"):
         settings["BASE_URL"] = str(settings["BASE_URL"]).rstrip("/")
     return settings

@@ -16,21 +16,23 @@ MAX_EMAIL = 254
 MAX_PASSWORD = 1024
 
 
-#: Failed sign-ins allowed per client address, whatever the emails tried (password
-#: spraying), within the limiter's window; ``LOGIN_ADDRESS_FAILURE_LIMIT`` overrides it.
-MAX_FAILURES_PER_ADDRESS = 50
+#: Failed sign-ins allowed per account, from any address, within the limiter's window;
+#: ``LOGIN_ACCOUNT_FAILURE_LIMIT`` overrides it. Never per address alone: people behind
+#: one NAT or proxy must not lock each other out.
+MAX_FAILURES_PER_ACCOUNT = 20
 
 
 def _limit_key(email: str) -> str:
     return f"{request.remote_addr or '?'}|{email}"
 
 
-def address_failures() -> SlidingWindowLimiter:
-    """Failed sign-ins per client address (one limiter per app and process)."""
-    limiter = current_app.extensions.get("gears_login_address_failures")
+def account_failures() -> SlidingWindowLimiter:
+    """Failed sign-ins per account, whatever the address (one limiter per app and process)."""
+    limiter = current_app.extensions.get("gears_login_account_failures")
     if limiter is None:
-        limit = int(current_app.config.get("LOGIN_ADDRESS_FAILURE_LIMIT", MAX_FAILURES_PER_ADDRESS))
-        limiter = current_app.extensions["gears_login_address_failures"] = \
+        limit = int(current_app.config.get("LOGIN_ACCOUNT_FAILURE_LIMIT",
+                                           MAX_FAILURES_PER_ACCOUNT))
+        limiter = current_app.extensions["gears_login_account_failures"] = \
             SlidingWindowLimiter(limit=limit)
     return limiter
 
@@ -46,8 +48,8 @@ def login() -> Response | tuple[str, int] | str:
 
     email = (request.form.get("email") or "").strip().lower()[:MAX_EMAIL]
     password = (request.form.get("password") or "")[:MAX_PASSWORD]
-    key, address = _limit_key(email), request.remote_addr or "?"
-    wait = max(login_failures.retry_after(key), address_failures().retry_after(address))
+    key = _limit_key(email)
+    wait = max(login_failures.retry_after(key), account_failures().retry_after(email))
     if wait:
         minutes = max(1, -(-wait // 60))
         error = (f"Too many failed sign-ins. Try again in {minutes} "
@@ -57,7 +59,7 @@ def login() -> Response | tuple[str, int] | str:
     user = authenticate_password(get_session(), email, password) if email and password else None
     if user is None:
         login_failures.hit(key)
-        address_failures().hit(address)
+        account_failures().hit(email)
         return render_template("account/login.html", next=target, email=email,
                                error="The email or password is not right."), 401
     login_failures.reset(key)

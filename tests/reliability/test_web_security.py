@@ -309,50 +309,100 @@ def limited(tmp_path, clean_env):
     from marketplace.db import database
 
     reg = build_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, TOKEN_FAILURE_LIMIT=5,
-                         TOKEN_FAILURE_WINDOW=60, LOGIN_ADDRESS_FAILURE_LIMIT=4)
+                         TOKEN_FAILURE_WINDOW=60, LOGIN_ACCOUNT_FAILURE_LIMIT=4)
     with database(reg.app).sessionmaker() as s:
         set_password(s, get_user(s, "biz@shop.test"), PASSWORD)
         s.commit()
     return reg
 
 
-def test_failed_token_authentications_are_rate_limited_per_address(limited):
-    attacker = limited.app.test_client()
-    attacker.environ_base["REMOTE_ADDR"] = "203.0.113.7"
-    for i in range(5):
-        resp = attacker.get("/api/v1/whoami", headers={"Authorization": f"Bearer gears_guess{i}"})
-        assert resp.status_code == 401
-    blocked = attacker.get("/api/v1/whoami", headers={"Authorization": "Bearer gears_guess9"})
+def revoked_token(reg) -> str:
+    from marketplace.accounts import create_token, get_user, revoke_token
+    from marketplace.db import database
+
+    with database(reg.app).sessionmaker() as s:
+        plaintext, row = create_token(s, get_user(s, "dev@acme.test"), ["read"], name="old")
+        revoke_token(s, row)
+        s.commit()
+    return plaintext
+
+
+def test_a_revoked_token_flood_does_not_lock_out_a_valid_token(limited):
+    revoked = {"Authorization": f"Bearer {revoked_token(limited)}"}
+    nat = limited.app.test_client()
+    nat.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+    for _ in range(5):
+        assert nat.get("/api/v1/whoami", headers=revoked).status_code == 401
+    blocked = nat.get("/api/v1/whoami", headers=revoked)
     assert blocked.status_code == 429
     assert blocked.get_json()["error"]["code"] == "rate_limited"
     assert 1 <= int(blocked.headers["Retry-After"]) <= 61
-    # Even a valid token waits: otherwise a guess that hits would still be told apart.
-    valid = attacker.get("/api/v1/whoami", headers=limited.headers("dev"))
-    assert valid.status_code == 429
-    malformed = attacker.get("/api/v1/whoami", headers={"Authorization": "Basic abc"})
-    assert malformed.status_code == 429
+    # Someone else behind the same address, with a good token, is not locked out.
+    for _ in range(3):
+        assert nat.get("/api/v1/whoami", headers=limited.headers("dev")).status_code == 200
+    # Fresh guesses from that address are limited too (per address, for failing tokens).
+    guess = nat.get("/api/v1/whoami", headers={"Authorization": "Bearer gears_guess"})
+    assert guess.status_code == 429
+    assert nat.get("/api/v1/whoami", headers={"Authorization": "Basic abc"}).status_code == 429
     # Anonymous reads from that address, and everyone else, are unaffected.
-    assert attacker.get("/api/v1/gears").status_code == 200
+    assert nat.get("/api/v1/gears").status_code == 200
     other = limited.app.test_client()
     other.environ_base["REMOTE_ADDR"] = "198.51.100.1"
-    assert other.get("/api/v1/whoami", headers=limited.headers("dev")).status_code == 200
+    assert other.get("/api/v1/whoami", headers={"Authorization": "Bearer gears_other"}
+                     ).status_code == 401
 
 
-def test_failed_sign_ins_are_rate_limited_per_address(limited):
-    attacker = limited.app.test_client()
-    attacker.environ_base["REMOTE_ADDR"] = "203.0.113.8"
-    for i in range(4):  # password spraying: a different email every time
-        token = csrf_of(attacker)
-        resp = attacker.post("/login", data={"email": f"victim{i}@shop.test", "password": "guess",
-                                             "csrf_token": token})
+def test_the_client_address_comes_from_trusted_proxies_only(tmp_path, clean_env):
+    behind = build_registry(f"sqlite:///{tmp_path / 'p.db'}", tmp_path, TOKEN_FAILURE_LIMIT=2,
+                            TOKEN_FAILURE_WINDOW=60, TRUSTED_PROXIES=1)
+    proxy = behind.app.test_client()
+    proxy.environ_base["REMOTE_ADDR"] = "10.0.0.2"  # the load balancer
+
+    def guess(client, n, forwarded):
+        return client.get("/api/v1/whoami", headers={
+            "Authorization": f"Bearer gears_guess{n}", "X-Forwarded-For": forwarded}).status_code
+
+    assert [guess(proxy, n, "203.0.113.9") for n in range(3)] == [401, 401, 429]
+    # Another client behind the same balancer has its own budget.
+    assert guess(proxy, 9, "198.51.100.4") == 401
+    # Without TRUSTED_PROXIES the header is anyone's to forge, and is ignored.
+    direct = build_registry(f"sqlite:///{tmp_path / 'd.db'}", tmp_path / "d",
+                            TOKEN_FAILURE_LIMIT=2, TOKEN_FAILURE_WINDOW=60)
+    client = direct.app.test_client()
+    assert [guess(client, n, f"192.0.2.{n}") for n in range(3)] == [401, 401, 429]
+
+
+def test_failed_sign_ins_are_limited_per_account_not_per_address(limited):
+    from marketplace.accounts import create_user, set_password
+    from marketplace.db import database
+
+    with database(limited.app).sessionmaker() as s:
+        set_password(s, create_user(s, "neighbour@shop.test", "business"), PASSWORD)
+        s.commit()
+    nat = limited.app.test_client()
+    nat.environ_base["REMOTE_ADDR"] = "203.0.113.8"
+    for i in range(4):  # someone behind the NAT fails on other accounts
+        token = csrf_of(nat)
+        resp = nat.post("/login", data={"email": f"victim{i}@shop.test", "password": "guess",
+                                        "csrf_token": token})
         assert resp.status_code == 401
-    token = csrf_of(attacker)
-    resp = attacker.post("/login", data={"email": "biz@shop.test", "password": PASSWORD,
-                                         "csrf_token": token})
+    # ...which does not lock out a neighbour behind the same NAT.
+    neighbour = limited.app.test_client()
+    neighbour.environ_base["REMOTE_ADDR"] = "203.0.113.8"
+    assert sign_in(neighbour, "neighbour@shop.test").status_code == 302
+    # Guessing one account from many addresses stops at the account's limit.
+    for i in range(4):
+        guesser = limited.app.test_client()
+        guesser.environ_base["REMOTE_ADDR"] = f"192.0.2.{i}"
+        token = csrf_of(guesser)
+        assert guesser.post("/login", data={"email": "biz@shop.test", "password": "guess",
+                                            "csrf_token": token}).status_code == 401
+    late = limited.app.test_client()
+    late.environ_base["REMOTE_ADDR"] = "198.51.100.2"
+    token = csrf_of(late)
+    resp = late.post("/login", data={"email": "biz@shop.test", "password": PASSWORD,
+                                     "csrf_token": token})
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
-    other = limited.app.test_client()
-    other.environ_base["REMOTE_ADDR"] = "198.51.100.2"
-    assert sign_in(other, "biz@shop.test").status_code == 302
 
 
 def test_rate_limited_answer_is_documented(limited):
