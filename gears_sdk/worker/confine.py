@@ -14,11 +14,9 @@ import os
 import signal
 
 _PR_SET_PDEATHSIG = 1
-_PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
-_CAP_LAST = 63
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -72,18 +70,37 @@ class _CapData(ctypes.Structure):
                 ("inheritable", ctypes.c_uint32)]
 
 
-def drop_capabilities() -> None:
-    """Drop every capability (bounding set included) while keeping the uid.
+def _capabilities() -> list[int] | None:
+    """Effective, permitted and inheritable sets (both words); None off Linux."""
+    if not hasattr(_libc, "capget"):
+        return None
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    return [v for d in data for v in (d.effective, d.permitted, d.inheritable)]
 
-    Used when the worker has to stay uid 0 because the interpreter is not
-    readable by any other uid; Landlock and seccomp then do the confining.
-    """
-    for cap in range(_CAP_LAST + 1):
-        if _prctl(_PR_CAPBSET_DROP, cap) != 0 and ctypes.get_errno() not in (22,):
-            _check(-1, "PR_CAPBSET_DROP")
+
+def clear_capabilities() -> None:
+    """Empty the effective, permitted and inheritable sets (bubblewrap fills the last)."""
+    if _capabilities() is None:
+        return
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def assert_unprivileged() -> None:
+    """Refuse to go on as uid or gid 0, in group 0, or holding any capability.
+
+    The host plans an unprivileged identity at every level; this is the
+    worker's own check that it got one before any gear code runs, so a plan
+    that went wrong fails the start instead of running the gear as root.
+    """
+    uids, gids = os.getresuid(), os.getresgid()
+    if 0 in uids or 0 in gids or 0 in os.getgroups():
+        raise PermissionError(f"refusing to run gear code as root (uids {uids}, gids {gids})")
+    if any(_capabilities() or ()):
+        raise PermissionError("refusing to run gear code with capabilities")
 
 
 class _SockFprog(ctypes.Structure):

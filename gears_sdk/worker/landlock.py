@@ -8,8 +8,8 @@ TCP bind/connect are handled with no rule (denied), and on ABI 6+ abstract
 unix sockets and signals are scoped to the domain.
 
 Landlock is stackable and cannot be lifted once applied; the kernel checks it
-on every open regardless of uid, which is why it also protects a worker that
-has to keep uid 0 (without capabilities).
+on every open regardless of uid. It has no right for file metadata (mode,
+owner, times, extended attributes), which the seccomp filter refuses.
 
 Only ``ctypes`` and ``os`` are used: the raw syscalls are the same numbers on
 every architecture (444-446), and no helper library has to be readable.

@@ -7,7 +7,8 @@ and pluggy as the only extra import paths, then the worker
    ``sys.stdout``) away from them, so nothing the gear prints can corrupt the
    protocol: its output goes to stderr, which the host logs;
 2. says ``hello`` with the protocol version and waits for ``start``;
-3. switches identity (dedicated uid, or uid 0 without capabilities), imports
+3. switches identity (the dedicated uid, where the host did not already start
+   it under it) and refuses to go on as root or with any capability, imports
    what it needs, applies Landlock, then the seccomp filter;
 4. only then imports the gear's entrypoint (importing is running gear code),
    checks its hooks against the manifest and reports ``ready``;
@@ -71,8 +72,8 @@ def confine_self(sandbox: dict[str, Any]) -> dict[str, Any]:
     applied: dict[str, Any] = {}
     if sandbox.get("uid") is not None:
         confine.become(int(sandbox["uid"]), int(sandbox["gid"]))
-    elif sandbox.get("drop_caps"):
-        confine.drop_capabilities()
+    confine.clear_capabilities()
+    confine.assert_unprivileged()
     applied["uid"] = os.getuid()
     confine.no_new_privs()
     rules = sandbox.get("landlock")

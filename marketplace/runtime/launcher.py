@@ -21,7 +21,6 @@ import base64
 import os
 import resource
 import signal
-import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from gears_sdk.worker import confine
 from gears_sdk.worker.main import BOOT
 from marketplace.runtime import seccomp
 from marketplace.runtime.installation import Installation
+from marketplace.runtime.staging import Stage
 
 SANDBOX_LIB = "/opt/gears/lib"
 SANDBOX_GEAR = "/opt/gears/gear"
@@ -116,19 +116,6 @@ def _python_argv(python: str, lib: str) -> list[str]:
     return [python, "-I", "-S", "-B", "-c", _boot(lib)]
 
 
-def reachable_by_others(path: str) -> bool:
-    """Whether every directory above ``path`` lets other uids through (o+x)."""
-    p = Path(path).resolve()
-    for parent in [*reversed(p.parents), p]:
-        try:
-            mode = parent.stat().st_mode
-        except OSError:
-            return False
-        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
-            return False
-    return True
-
-
 def _seccomp_b64(allow_unix: bool) -> str:
     return base64.b64encode(seccomp.cached_filter(allow_unix)).decode("ascii")
 
@@ -178,7 +165,7 @@ def plan_strict(inst: Installation, *, bwrap: str, uid: int | None, data_dir: Pa
              "--chdir", SANDBOX_DATA,
              "--", *_python_argv(python, SANDBOX_LIB)]
     read = [prefix, *(d for d in _LIB_DIRS if os.path.isdir(d)), _LD_CACHE, "/opt/gears"]
-    sandbox = {"uid": uid, "gid": uid, "drop_caps": False,
+    sandbox = {"uid": uid, "gid": uid,
                "landlock": {"read": read, "write": [SANDBOX_DATA]},
                "seccomp": _seccomp_b64(allow_unix=True)}
     return LaunchPlan(args, {}, str(data_dir), sandbox, SANDBOX_GEAR,
@@ -200,27 +187,41 @@ def _staged_lib(runtime_dir: Path) -> Path:
 
 
 def plan_standard(inst: Installation, *, uid: int | None, data_dir: Path, runtime_dir: Path,
-                  limits: ResourceLimits, confined: bool = True) -> LaunchPlan:
-    """A plain child process; with ``confined`` also Landlock + seccomp (``standard``)."""
-    python, prefix = interpreter()
-    lib = _staged_lib(runtime_dir)
-    gear = str(inst.gear_dir.resolve())
-    read_paths = [prefix, gear, str(lib), *package_dirs().values()]
-    notes: list[str] = []
-    user = None
-    sandbox: dict[str, Any] = {"uid": None, "gid": None, "drop_caps": False,
-                               "landlock": None, "seccomp": None}
+                  limits: ResourceLimits, confined: bool = True,
+                  stage: Stage | None = None) -> LaunchPlan:
+    """A plain child process; with ``confined`` also Landlock + seccomp (``standard``).
+
+    With a ``uid`` (the engine is root) the worker runs under it, reading a
+    staged, read-only copy of the interpreter, SDK and gear (``stage``);
+    without one it runs as the engine's own (non-root) user.
+    """
     if uid is not None:
-        if all(reachable_by_others(p) for p in read_paths):
-            user = uid
-        else:
-            sandbox["drop_caps"] = True
-            notes.append("the interpreter or the gear is not readable by other uids: the "
-                         "worker keeps uid 0 without capabilities (RLIMIT_NPROC not enforced)")
+        if stage is None:
+            raise ValueError("a worker under a dedicated uid needs a stage")
+        python, read_paths, lib, gear, env = _staged_paths(inst, stage)
+    else:
+        python, prefix = interpreter()
+        lib = str(_staged_lib(runtime_dir))
+        gear = str(inst.gear_dir.resolve())
+        read_paths, env = [prefix, gear, lib, *package_dirs().values()], dict(WORKER_ENV)
+    sandbox: dict[str, Any] = {"uid": None, "gid": None, "landlock": None, "seccomp": None}
     if confined:
         read = [*read_paths, *(d for d in _LIB_DIRS if os.path.isdir(d)), _LD_CACHE]
-        sandbox["landlock"] = {"read": read, "write": [str(data_dir)]}
+        # "." is the data dir: the worker starts there, even where a dedicated uid
+        # could not traverse the directories above it
+        sandbox["landlock"] = {"read": read, "write": ["."]}
         sandbox["seccomp"] = _seccomp_b64(allow_unix=False)
-    return LaunchPlan(_python_argv(python, str(lib)), dict(WORKER_ENV), str(data_dir), sandbox,
-                      gear, limits.rlimits(inst.manifest.limits.get("memory_mb", 128)),
-                      user=user, owner=user if user is not None else os.geteuid(), notes=notes)
+    return LaunchPlan(_python_argv(python, lib), env, str(data_dir), sandbox, gear,
+                      limits.rlimits(inst.manifest.limits.get("memory_mb", 128)),
+                      user=uid, owner=uid if uid is not None else os.geteuid())
+
+
+def _staged_paths(inst: Installation,
+                  stage: Stage) -> tuple[str, list[str], str, str, dict[str, str]]:
+    """Interpreter, read paths, SDK dir, gear dir and environment, all staged."""
+    python, prefix = interpreter()
+    staged = stage.interpreter(python, prefix)
+    lib = stage.packages(package_dirs())
+    gear = stage.gear(inst.id, inst.gear_dir)
+    return (staged.python, [staged.prefix, lib, gear], lib, gear,
+            {**WORKER_ENV, **staged.env})

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -39,6 +41,7 @@ from marketplace.runtime.sandbox import (
     probe_sandbox_level,
 )
 from marketplace.runtime.services import Services
+from marketplace.runtime.staging import Stage
 from marketplace.runtime.worker import Worker
 
 #: Workers run under uids from this range (one per installation) when the engine is root.
@@ -51,6 +54,15 @@ UID_COUNT = 65536
 BATCH_DEADLINE_MS = 10_000
 #: Most calls in one batch message.
 MAX_BATCH_CALLS = 256
+
+
+def _host_account(uid: int) -> bool:
+    """Whether ``uid`` is a known account on this host (so it may own host files)."""
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 @dataclass
@@ -87,6 +99,9 @@ class Runtime:
         self._own_root = root_dir is None
         self.root_dir = Path(root_dir or tempfile.mkdtemp(prefix="gears-runtime-"))
         self.root_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # workers' dedicated uids traverse it (never list it)
+            os.chmod(self.root_dir, stat.S_IMODE(self.root_dir.stat().st_mode) | 0o111)  # noqa: S103
+        self.stage = Stage(self.root_dir / "stage")
         self._entries: dict[str, _Entry] = {}
         self._uids: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -94,16 +109,31 @@ class Runtime:
     # -- installations --------------------------------------------------------
 
     def _uid_for(self, installation: str) -> int | None:
+        """The installation's dedicated uid when the engine is root (at every level)."""
         if os.geteuid() != 0:
             return None
         if installation not in self._uids:
             digest = int.from_bytes(hashlib.sha256(installation.encode()).digest()[:8], "big")
             uid = UID_BASE + digest % UID_COUNT
             taken = set(self._uids.values())
-            while uid in taken:
+            while uid in taken or _host_account(uid):
                 uid = UID_BASE + (uid - UID_BASE + 1) % UID_COUNT
             self._uids[installation] = uid
         return self._uids[installation]
+
+    def _require_unprivileged(self, uid: int | None) -> None:
+        """Refuse a plan that would leave a worker as root or under the engine's uid."""
+        if os.geteuid() == 0 and uid is None:
+            raise SandboxError(f"no dedicated uid for a worker at level {self.level!r}; "
+                               "refusing to run it as root", code="sandbox_uid_unavailable")
+        if self.level == "standard" and uid is None:
+            raise SandboxError(
+                "the standard level runs workers under a dedicated uid, which needs a root "
+                "engine; a worker under the engine's own uid could change the engine's files "
+                "and processes", code="sandbox_uid_unavailable",
+                hint="install bubblewrap for the strict level (scripts/install-system-deps.sh)")
+        if uid is not None and self.level != "strict":
+            self.stage.check_reachable()
 
     def _data_dir(self, inst: Installation) -> Path:
         data = inst.data_dir or self.root_dir / "data" / inst.id
@@ -118,8 +148,10 @@ class Runtime:
             plan = plan_strict(inst, bwrap=self.report.bwrap, uid=uid, data_dir=data,
                                limits=self.limits)
         else:
+            self._require_unprivileged(uid)
             plan = plan_standard(inst, uid=uid, data_dir=data, runtime_dir=self.root_dir,
-                                 limits=self.limits, confined=self.level == "standard")
+                                 limits=self.limits, confined=self.level == "standard",
+                                 stage=self.stage)
         if plan.owner is not None and os.geteuid() == 0:
             # only the worker's own uid may enter the data dir (mode 0700)
             for path in (data, *data.rglob("*")):
@@ -137,7 +169,8 @@ class Runtime:
             if inst.id in self._entries:
                 raise SandboxError(f"installation {inst.id} is already running",
                                    code="already_started")
-            uid = self._uid_for(inst.id) if self.level != "dev-unsafe" else None
+            uid = self._uid_for(inst.id)
+            self._require_unprivileged(uid)
             data = self._data_dir(inst)
             health = Health(inst.id, self.failure_threshold, self.on_disable)
             services = Services(inst, HostHttp(inst.manifest.permissions.network,

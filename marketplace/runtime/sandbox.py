@@ -5,13 +5,23 @@ Three levels, from strongest:
 ``strict``
     namespaces (bubblewrap: own mount, pid, network, ipc and uts
     namespaces, a filesystem of only what the worker needs), seccomp,
-    Landlock and rlimits, under a dedicated uid.
+    Landlock and rlimits, under a dedicated uid (inside a user namespace
+    when the engine is not root).
 ``standard``
-    seccomp, Landlock and rlimits in a plain child process: no namespaces.
+    seccomp, Landlock and rlimits in a plain child process under a dedicated
+    uid, reading a staged read-only copy of the interpreter, SDK and gear: no
+    namespaces. Needs a root engine (to switch uid); without one a worker
+    would share the engine's uid, so the level is not offered.
 ``dev-unsafe``
     a plain child process with a scrubbed environment and rlimits where the
-    OS has them (macOS, or a Linux without seccomp/Landlock). For
-    development only: gear code can do whatever the engine's user can.
+    OS has them (macOS, or a Linux without seccomp/Landlock). For trusted
+    local development only: under a root engine it still runs under a
+    dedicated uid (never as root), otherwise gear code can do whatever the
+    engine's user can.
+
+No level ever runs a worker as root: where a dedicated uid cannot be had
+the level is refused with the reason (see ``Runtime``), and the worker
+itself refuses to load a gear as uid 0 or with any capability.
 
 :func:`probe_sandbox_level` finds the best level the host reaches and says
 why it is not higher; the runtime refuses untrusted gears below
@@ -106,14 +116,21 @@ def probe_sandbox_level() -> SandboxReport:
         else:
             notes.append("no namespaces: bubblewrap (bwrap) is not installed")
         if not layers["dedicated_uid"]:
-            notes.append("not running as root: workers run under the engine's uid "
-                         "(inside a user namespace at strict), so RLIMIT_NPROC is shared")
+            notes.append("not running as root: workers run under the engine's uid inside a "
+                         "user namespace at strict (RLIMIT_NPROC is shared), and standard, "
+                         "which has no namespace to hide the engine's files and processes, "
+                         "is not offered")
     else:
         notes.append(f"{sys.platform} has no seccomp, Landlock or namespaces: dev-unsafe only")
+    return SandboxReport(_best_level(layers), layers, tuple(notes), bwrap)
+
+
+def _best_level(layers: dict[str, bool]) -> str:
+    """strict needs namespaces; standard a dedicated uid instead; both seccomp and Landlock."""
     confined = layers["seccomp"] and layers["landlock"] and layers["rlimits"]
-    level = ("strict" if confined and layers["namespaces"]
-             else "standard" if confined else "dev-unsafe")
-    return SandboxReport(level, layers, tuple(notes), bwrap)
+    if confined and layers["namespaces"]:
+        return "strict"
+    return "standard" if confined and layers["dedicated_uid"] else "dev-unsafe"
 
 
 def check_level(level: str, min_level: str, *, report: SandboxReport) -> None:

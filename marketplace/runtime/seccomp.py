@@ -11,15 +11,25 @@ tracing other processes, mounting, keyrings, BPF, perf, userfaultfd and
 io_uring. ``clone3`` answers ENOSYS so the C library falls back to ``clone``,
 whose flags a classic filter can inspect. Syscalls of other ABIs (x32, i386
 on x86_64) are killed by libseccomp's architecture check.
+
+Landlock does not cover file metadata, so the filter also refuses every way
+to change it (mode, owner, times, extended attributes: a worker has no
+reason to, and a setuid bit or a world-readable secret is how a confined
+process hands power to someone else); System V IPC, whose objects live
+outside any mount or Landlock rule; and the calls that act on another
+process's limits, priority or scheduling (only ``pid 0``, "this process",
+passes the argument check).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import platform
 import socket
 import tempfile
 from functools import cache
+from typing import Any
 
 CLONE_THREAD = 0x00010000
 _CLONE_NAMESPACES = {
@@ -42,6 +52,34 @@ DENIED = (
     "socketpair",
 )
 
+#: File metadata: Landlock has no right for these, so they are refused whatever the path.
+METADATA = (
+    "chmod", "fchmod", "fchmodat", "fchmodat2",
+    "chown", "fchown", "lchown", "fchownat", "chown32", "fchown32", "lchown32",
+    "utime", "utimes", "utimensat", "futimesat", "utimensat_time64",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+    "removexattr", "lremovexattr", "fremovexattr", "removexattrat", "file_setattr",
+)
+
+#: System V IPC: its objects are keyed host-wide (outside an IPC namespace) and
+#: guarded only by uid and mode bits; a gear needs none of it.
+SYSV_IPC = (
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl",
+    "semtimedop_time64", "msgget", "msgsnd", "msgrcv", "msgctl", "ipc",
+)
+
+#: Calls that act on the process named by argument 0; refused unless it is 0 (this process).
+OTHER_PROCESS_ARG0 = (
+    "prlimit64", "sched_setscheduler", "sched_setparam", "sched_setaffinity", "sched_setattr",
+    "migrate_pages", "move_pages",
+)
+
+#: Syscalls newer than some libseccomp releases know by name; their numbers are
+#: shared by every architecture's unified table (all numbers >= 424).
+_NEW_SYSCALLS = {"fchmodat2": 452, "setxattrat": 463, "removexattrat": 466,
+                 "file_setattr": 469}
+_UNIFIED_TABLE_ARCHES = ("x86_64", "aarch64", "riscv64", "ppc64le", "s390x", "loongarch64")
+
 
 class SeccompUnavailable(RuntimeError):
     """pyseccomp or libseccomp is missing, or could not build the filter."""
@@ -62,6 +100,7 @@ def build_filter(*, allow_unix_sockets: bool = True) -> bytes:
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
     for name in DENIED:
         _add(filt, eperm, name)
+    _add_process_guards(sc, filt, eperm)
     if allow_unix_sockets:
         _add(filt, eperm, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
     else:
@@ -75,6 +114,41 @@ def build_filter(*, allow_unix_sockets: bool = True) -> bytes:
         filt.export_bpf(fh)
         fh.seek(0)
         return fh.read()
+
+
+def _add_process_guards(sc: Any, filt: Any, eperm: int) -> None:
+    """Metadata changes, SysV IPC, and acting on another process's limits or scheduling."""
+    for name in (*METADATA, *SYSV_IPC):
+        _add_required(sc, filt, eperm, name)
+    for name in OTHER_PROCESS_ARG0:
+        _add_required(sc, filt, eperm, name, sc.Arg(0, sc.NE, 0))
+    # setpriority(which, who, prio) and ioprio_set(which, who, prio): only this process
+    for name in ("setpriority", "ioprio_set"):
+        _add_required(sc, filt, eperm, name, sc.Arg(1, sc.NE, 0))
+    _add_required(sc, filt, eperm, "setpriority", sc.Arg(0, sc.NE, 0))  # PRIO_PROCESS only
+    _add_required(sc, filt, eperm, "ioprio_set", sc.Arg(0, sc.NE, 1))  # IOPRIO_WHO_PROCESS
+
+
+def _syscall_number(sc: Any, name: str) -> int | None:
+    """The native number of ``name``; None when this architecture has no such call."""
+    number = int(sc.resolve_syscall(sc.Arch.NATIVE, name))
+    if number == -1:  # a name this libseccomp does not know
+        if name in _NEW_SYSCALLS and platform.machine() in _UNIFIED_TABLE_ARCHES:
+            return _NEW_SYSCALLS[name]
+        raise SeccompUnavailable(f"libseccomp does not know the syscall {name!r}")
+    # libseccomp's pseudo numbers (below -1) name calls absent from this architecture
+    return number if number >= 0 else None
+
+
+def _add_required(sc: Any, filt: Any, action: int, name: str, *args: object) -> None:
+    """Add a rule that must hold: any failure makes the whole filter unavailable."""
+    number = _syscall_number(sc, name)
+    if number is None:
+        return
+    try:
+        filt.add_rule(action, number, *args)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise SeccompUnavailable(f"could not add the seccomp rule for {name}: {exc}") from exc
 
 
 def _add(filt: object, action: int, name: str, *args: object) -> None:

@@ -5,6 +5,9 @@ reader, read-only files) into a temporary directory, then started by a
 :class:`marketplace.runtime.Runtime` at the host's sandbox level and the
 configured minimum — exactly what an engine would do — and every declared
 hook is called with generated inputs (:mod:`marketplace.vetting.inputs`).
+The worker gets every protection an installed gear gets (dedicated uid,
+seccomp, Landlock, rlimits, namespaces at ``strict``): a bare upload is
+hostile code, and this run happens before any human review.
 What the sandbox refused or what went wrong becomes a finding; a clean run
 is one ``sandbox_ok``.
 
@@ -15,6 +18,7 @@ auto-approved nor look as if it had been tested.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,6 +69,9 @@ def check_dynamic(ctx: VetContext) -> Iterable[Finding]:
         return [finding("sandbox_unavailable", "the dynamic test is turned off on this "
                         "registry (VETTING_SANDBOX=0); the gear was not run")]
     with tempfile.TemporaryDirectory(prefix="gears-vet-") as tmp:
+        # traversable (not listable), so the worker's dedicated uid reaches the staged
+        # interpreter and gear beneath it exactly as under the engine's runtime
+        os.chmod(tmp, 0o711)  # noqa: S103 (traverse only)
         return _run(ctx, Path(tmp))
 
 

@@ -57,6 +57,30 @@ def gear_render(profile, content, config, ctx):
         fh.write("x")
 '''
 
+# what a bare upload did during vetting: a setuid file, a world-readable secret, another
+# process's limits, a System V segment
+ESCALATES = {
+    "setuid": "open('x', 'w').close(); os.chmod('x', 0o4755)",
+    "utime": "open('x', 'w').close(); os.utime('x', (1, 1))",
+    # a pid-addressed prlimit (the engine's pid in a plain process; its own in a namespace)
+    "prlimit": "resource.prlimit(os.getpid(), resource.RLIMIT_NOFILE, "
+               "resource.getrlimit(resource.RLIMIT_NOFILE))",
+    "sysv": "assert ctypes.CDLL(None, use_errno=True).shmget(0, 4096, 0o1600) >= 0, "
+            "ctypes.get_errno()",
+}
+ESCALATES_SOURCE = '''
+import ctypes, errno, os, resource
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    try:
+        {attack}
+    except AssertionError as exc:
+        raise PermissionError(os.strerror(exc.args[0])) from None
+    return {{"html": "<p>escalated</p>"}}
+'''
+
 FAILS_IMPORT = '''
 import this_module_does_not_exist
 from gears_sdk import hookimpl
@@ -102,6 +126,15 @@ def test_sandbox_refuses_writing_outside_the_scratch_dir(vet_ctx):
     if probe_sandbox_level().level == "dev-unsafe":
         pytest.skip("dev-unsafe confines no file system access")
     found = check_dynamic(vet_ctx(module_source=WRITES_FILE, sandbox=SANDBOX))
+    assert codes(found) == ["dynamic_permission_denied"], found
+
+
+@pytest.mark.parametrize("attack", sorted(ESCALATES))
+def test_vetting_run_refuses_privilege_and_process_attacks(vet_ctx, attack):
+    if probe_sandbox_level().level == "dev-unsafe":
+        pytest.skip("dev-unsafe has no seccomp")
+    found = check_dynamic(vet_ctx(module_source=ESCALATES_SOURCE.format(
+        attack=ESCALATES[attack]), sandbox=SANDBOX))
     assert codes(found) == ["dynamic_permission_denied"], found
 
 
