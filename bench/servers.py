@@ -115,10 +115,9 @@ class Gears(Subject):
                    GEARS_STORAGE_URL=f"file://{self.tmp / 'blobs'}",
                    GEARS_SECRET_KEY="bench-secret", GEARS_INSTANCE_PATH=str(self.tmp / "instance"),
                    GEARS_ADMIN_EMAIL="admin@bench.test", GEARS_ADMIN_PASSWORD=PASSWORD,
-                   # Vetting belongs to `marketplace vet worker` processes here: run
-                   # inside the server it would load every upload in a sandbox on the
-                   # same two cores while the peers are being measured.
-                   GEARS_VETTING_INLINE_THREAD="0")
+                   # No vetting worker beside the server: it would load every upload
+                   # in a sandbox on the same two cores while the peers are measured.
+                   GEARS_VETTING_WORKERS="0")
         cli = [sys.executable, "-m", "marketplace.cli"]
 
         def operator(*args: str) -> str:

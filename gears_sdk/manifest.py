@@ -14,8 +14,6 @@ kind, and a ``config_schema`` that is itself a valid JSON Schema.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -28,6 +26,8 @@ from jsonschema.exceptions import ValidationError
 
 from gears_sdk.errors import ManifestError, Problem
 from gears_sdk.hookspecs import kind_problems
+from gears_sdk.patterns import LinearValidator, PatternError
+from gears_sdk.patterns import compile as compile_pattern
 from gears_sdk.versions import Range, RangeError, Version, parse_range, parse_version
 
 MANIFEST_NAME = "gear.json"
@@ -48,25 +48,10 @@ def manifest_schema() -> dict[str, Any]:
     return schema
 
 
-@cache
-def _anchored(pattern: str) -> re.Pattern[str]:
-    # A trailing ``$`` becomes ``\Z``: in JSON Schema (ECMA-262) ``$`` matches only at the
-    # very end, while Python's also matches before a final newline, which would let
-    # ``"acme/hello\n"`` pass as a look-alike of ``acme/hello``.
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    return re.compile(pattern)
-
-
-def _ecma_pattern(validator: Any, pattern: str, instance: Any,
-                  schema: dict[str, Any]) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _anchored(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-#: Draft 2020-12 with ``pattern`` anchored as JSON Schema means it.
-ManifestValidator = jsonschema.validators.extend(Draft202012Validator,
-                                                 {"pattern": _ecma_pattern})
+#: Draft 2020-12 with ``pattern`` run by RE2: linear time, and ``$`` only at the very end as
+#: JSON Schema means it (Python's ``$`` also matches before a final newline, which would let
+#: ``"acme/hello\n"`` pass as a look-alike of ``acme/hello``).
+ManifestValidator = LinearValidator
 
 
 @cache
@@ -323,6 +308,29 @@ def _ranges(data: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _pattern_problems(cs: dict[str, Any]) -> list[Problem]:
+    """Patterns the registry cannot match in linear time (backreferences, lookaround)."""
+    problems: list[Problem] = []
+    stack: list[tuple[Any, list[Any]]] = [(cs, ["config_schema"])]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, list):
+            stack.extend((child, [*where, i]) for i, child in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        found = [("pattern", node["pattern"])] if isinstance(node.get("pattern"), str) else []
+        if isinstance(node.get("patternProperties"), dict):
+            found += [("patternProperties", p) for p in node["patternProperties"]]
+        for keyword, pattern in found:
+            try:
+                compile_pattern(pattern)
+            except PatternError as exc:
+                problems.append(Problem(json_path([*where, keyword]), str(exc), "config_schema"))
+        stack.extend((child, [*where, key]) for key, child in node.items())
+    return problems
+
+
 def _config_schema_problems(cs: dict[str, Any]) -> list[Problem]:
     try:
         Draft202012Validator.check_schema(cs)
@@ -333,10 +341,12 @@ def _config_schema_problems(cs: dict[str, Any]) -> list[Problem]:
         return [Problem("$.config_schema.type", "the config schema's root must be "
                         '"type": "object" (the install form is built from its properties)',
                         "config_schema")]
-    problems = []
+    problems = _pattern_problems(cs)
+    if problems:
+        return problems
     for key, prop in (cs.get("properties") or {}).items():
         if isinstance(prop, dict) and "default" in prop:
-            errs = list(Draft202012Validator(prop).iter_errors(prop["default"]))
+            errs = list(LinearValidator(prop).iter_errors(prop["default"]))
             if errs:
                 problems.append(Problem(json_path(["config_schema", "properties", key, "default"]),
                                         f"the default does not fit its own schema: {errs[0].message}",

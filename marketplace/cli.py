@@ -8,6 +8,7 @@ fix print ``error: …`` on stderr and exit with status 1, without a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from datetime import timedelta
 from typing import Any
@@ -185,14 +186,27 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
     if current != head:
         raise CLIError(f"the database {_db_label(app)} is at revision {current} but this "
                        f"version needs {head}; run `marketplace db upgrade` first")
-    from marketplace.vetting.worker import FALSE
+    from marketplace.vetting.worker import start_processes, stop_processes
 
-    inline = os.environ.get("GEARS_VETTING_INLINE_THREAD", "1").strip().lower() not in FALSE
-    app.config.setdefault("VETTING_INLINE_THREAD", inline)
-    click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)}; vetting "
-               f"{'in-process' if app.config['VETTING_INLINE_THREAD'] else 'by workers'})",
-               err=True)
-    run_server(app, host=host, port=port, workers=workers, threads=threads)
+    vetters = _vetting_workers()
+    click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)}; "
+               f"{vetters} vetting worker process{'es' if vetters != 1 else ''})", err=True)
+    procs = start_processes(vetters)
+    try:
+        run_server(app, host=host, port=port, workers=workers, threads=threads)
+    finally:  # Ctrl-C or SIGTERM stops gunicorn; the vetting workers go with it
+        stop_processes(procs)
+
+
+def _vetting_workers() -> int:
+    raw = os.environ.get("GEARS_VETTING_WORKERS", "1").strip() or "1"
+    try:
+        count = int(raw)
+    except ValueError:
+        raise CLIError(f"GEARS_VETTING_WORKERS={raw!r} is not a whole number") from None
+    if not 0 <= count <= 32:
+        raise CLIError("GEARS_VETTING_WORKERS must be from 0 to 32")
+    return count
 
 
 @main.group("db")
@@ -244,6 +258,8 @@ def vet_worker(ctx: click.Context, once: bool, poll: float) -> None:
     from marketplace.vetting.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so a running job's process group is killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         done = run_worker(get_app(ctx), once=once, poll=poll)
     except KeyboardInterrupt:  # pragma: no cover - interactive

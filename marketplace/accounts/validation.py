@@ -7,11 +7,10 @@ registry's own URLs or support staff would be confused by are reserved.
 
 from __future__ import annotations
 
-import re
-
+from gears_sdk.patterns import compile as linear
 from marketplace.errors import ValidationError
 
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,37}[a-z0-9])?$")
+NAME_RE = linear(r"[a-z0-9](?:[a-z0-9-]{0,37}[a-z0-9])?")
 
 RESERVED_NAMES = frozenset({
     "admin", "administrator", "api", "app", "assets", "auth", "catalog", "gear", "gears",

@@ -8,12 +8,12 @@ has to work out which half of a batch was stored.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gears_sdk.patterns import compile as linear
 from marketplace.db import utcnow
 from marketplace.engine.models import EVENT_TYPES
 from marketplace.errors import MarketplaceError
@@ -25,7 +25,8 @@ MAX_USER_ID = 200
 MAX_EVENT_ID = 64
 #: Clocks drift; events further in the future than this are refused as mistakes.
 FUTURE_TOLERANCE = timedelta(days=1)
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: RE2: ``$`` only at the very end, so ``"buyers\n"`` is not a second ``buyers``.
+NAME_RE = linear(r"[a-z0-9][a-z0-9_-]{0,63}")
 NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 
 Problem = dict[str, str]
@@ -41,7 +42,7 @@ def problem(path: str, message: str, code: str = "invalid") -> Problem:
 
 
 def check_name(value: Any, path: str, problems: list[Problem]) -> None:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         problems.append(problem(path, f"a name is {NAME_RULE}"))
 
 

@@ -23,14 +23,13 @@ from typing import Any, Protocol
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from gears_sdk.archive import read_archive
 from marketplace.db import utcnow
 from marketplace.models import GearVersion
 from marketplace.vetting.approval import approval_reason, auto_approval_refusal, baseline
-from marketplace.vetting.context import SandboxOptions, VetContext
+from marketplace.vetting.context import SandboxOptions
 from marketplace.vetting.findings import finding
 from marketplace.vetting.models import JobState, VettingJob, VettingReport
-from marketplace.vetting.pipeline import run_checks
+from marketplace.vetting.runner import DEFAULT_BUDGET, JobFailed, run_job
 
 log = logging.getLogger(__name__)
 
@@ -156,26 +155,44 @@ def _record(session: Session, job: VettingJob, findings: list[dict[str, Any]],
     return report
 
 
-def vet_version(version: GearVersion, data: bytes, sandbox: SandboxOptions
-                ) -> list[dict[str, Any]]:
-    """Every check on ``version``'s archive bytes."""
-    archive = read_archive(data)
+def vet_version(version: GearVersion, data: bytes, sandbox: SandboxOptions,
+                budget: float | None = DEFAULT_BUDGET) -> list[dict[str, Any]]:
+    """Every check on ``version``'s archive bytes, in a child process within ``budget``
+    seconds (:mod:`~marketplace.vetting.runner`). ``budget=None`` runs them in this
+    process without a budget: only for tests that replace a check, never in a server."""
     previous = baseline(version)
-    ctx = VetContext(archive=archive,
-                     previous_manifest=previous.manifest if previous else None,
-                     previous_version=previous.version if previous else None, sandbox=sandbox)
-    return run_checks(ctx)
+    if budget is None:
+        from gears_sdk.archive import read_archive
+        from marketplace.vetting.context import VetContext
+        from marketplace.vetting.pipeline import run_checks
+
+        return run_checks(VetContext(
+            archive=read_archive(data), previous_manifest=previous.manifest if previous else None,
+            previous_version=previous.version if previous else None, sandbox=sandbox))
+    return run_job(data, previous_manifest=previous.manifest if previous else None,
+                   previous_version=previous.version if previous else None,
+                   sandbox=sandbox, budget=budget)
 
 
 def run_claim(session: Session, store: Any, claim_: Claim, sandbox: SandboxOptions,
-              approver: Approver | None = None, *, max_attempts: int = MAX_ATTEMPTS) -> bool:
-    """Run a claimed job to the end. A failure outside the checks (storage, a damaged
-    blob) requeues the job until its attempts run out, then records ``scanner_error``."""
+              approver: Approver | None = None, *, max_attempts: int = MAX_ATTEMPTS,
+              budget: float | None = DEFAULT_BUDGET) -> bool:
+    """Run a claimed job to the end.
+
+    A job whose checks overran the budget or killed their process is over at once:
+    ``scanner_error``, the version stays pending, no retry (the same bytes would do
+    it again). A failure outside the checks (storage, the database) requeues the job
+    until its attempts run out, then records ``scanner_error``."""
     version = session.get(GearVersion, claim_.version_id)
     try:
         if version is None:
             raise LookupError(f"version {claim_.version_id} no longer exists")
-        findings = vet_version(version, store.read(version.sha256), sandbox)
+        findings = vet_version(version, store.read(version.sha256), sandbox, budget)
+    except JobFailed as exc:
+        log.warning("vetting job %s: %s", claim_.job_id, exc)
+        session.rollback()
+        return finish(session, claim_, [finding("scanner_error", str(exc)).to_dict()],
+                      error=str(exc)[:1000])
     except Exception as exc:  # recorded, never swallowed
         log.exception("vetting job %s failed", claim_.job_id)
         session.rollback()

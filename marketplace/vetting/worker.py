@@ -1,20 +1,22 @@
-"""Running vetting jobs: ``marketplace vet worker`` and the optional in-process thread.
+"""Running vetting jobs: ``marketplace vet worker`` processes.
 
-Production runs one or more ``marketplace vet worker`` processes (any
-number, on any host that reaches the database and the blob store). For a
-one-machine setup (``make run``) the registry itself can vet in a background
-thread, started in each server process on its first request, when
-``VETTING_INLINE_THREAD`` is on (``GEARS_VETTING_INLINE_THREAD``; ``marketplace
-serve`` turns it on unless the variable says ``0``). Both use the same
-atomic claim, so they can also run side by side.
+Vetting never runs in a web server process: a check chewing on a hostile
+archive would hold the interpreter and starve the worker's heartbeat, and
+gunicorn would kill it. Production runs one or more ``marketplace vet worker``
+processes (any number, on any host that reaches the database and the blob
+store); ``marketplace serve`` starts ``GEARS_VETTING_WORKERS`` of them beside
+gunicorn (1 by default, ``0`` when dedicated workers run elsewhere) and stops
+them with it. Each job then runs in a child process of its own with a time
+budget (:mod:`~marketplace.vetting.runner`). All use the same atomic claim.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
-import time
 from typing import Any
 
 from flask import Flask
@@ -23,12 +25,11 @@ from sqlalchemy.orm import Session
 from marketplace.models import GearVersion
 from marketplace.vetting.context import SandboxOptions
 from marketplace.vetting.jobs import MAX_ATTEMPTS, STALE_AFTER, Approver, claim, run_claim
+from marketplace.vetting.runner import DEFAULT_BUDGET
 
 log = logging.getLogger(__name__)
 
 FALSE = ("0", "false", "no", "off")
-_threads: dict[int, threading.Thread] = {}
-_threads_lock = threading.Lock()
 
 
 def setting(app: Flask, name: str, default: Any = None) -> Any:
@@ -51,6 +52,14 @@ def sandbox_options(app: Flask) -> SandboxOptions:
     return SandboxOptions(enabled=flag(app, "VETTING_SANDBOX", True),
                           level=setting(app, "VETTING_SANDBOX_LEVEL") or None,
                           min_level=setting(app, "VETTING_SANDBOX_MIN_LEVEL") or None)
+
+
+def job_budget(app: Flask) -> float | None:
+    """Seconds one job may run (``VETTING_JOB_SECONDS``), in its own process; ``None``
+    only when ``VETTING_ISOLATE`` is off (tests that replace a check in this process)."""
+    if not flag(app, "VETTING_ISOLATE", True):
+        return None
+    return float(setting(app, "VETTING_JOB_SECONDS", DEFAULT_BUDGET))
 
 
 def make_approver(app: Flask) -> Approver:
@@ -84,7 +93,8 @@ def process_one(app: Flask, worker: str | None = None) -> bool:
             return False
         log.info("vetting job %s (version %s), attempt %s", got.job_id, got.version_id,
                  got.attempt)
-        run_claim(session, get_blob_store(app), got, sandbox_options(app), make_approver(app))
+        run_claim(session, get_blob_store(app), got, sandbox_options(app), make_approver(app),
+                  budget=job_budget(app))
         return True
     finally:
         session.close()
@@ -113,19 +123,22 @@ def run_worker(app: Flask, *, once: bool = False, poll: float = 2.0,
     return done
 
 
-def ensure_inline_thread(app: Flask) -> threading.Thread | None:
-    """Start this process's background vetting thread once (after a fork, anew)."""
-    if not flag(app, "VETTING_INLINE_THREAD", False):
-        return None
-    pid = os.getpid()
-    with _threads_lock:
-        thread = _threads.get(pid)
-        if thread is None or not thread.is_alive():
-            poll = float(setting(app, "VETTING_POLL_SECONDS", 2.0))
-            thread = threading.Thread(target=run_worker, args=(app,),
-                                      kwargs={"poll": poll}, name="gears-vetting",
-                                      daemon=True)
-            thread.start()
-            _threads[pid] = thread
-            time.sleep(0)
-    return thread
+def start_processes(count: int) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` ``marketplace vet worker`` processes beside the web server (what
+    ``marketplace serve`` does), with the server's environment and so its settings."""
+    return [subprocess.Popen([sys.executable, "-m", "marketplace", "vet", "worker"])
+            for _ in range(count)]
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """Stop the processes :func:`start_processes` started: SIGTERM, then SIGKILL after
+    ``grace`` seconds. A job they were running is killed with them and re-claimed later."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

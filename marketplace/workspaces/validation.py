@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from functools import cache
 from typing import Any
 
@@ -20,6 +19,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from gears_sdk.manifest import json_path, secret_fields
+from gears_sdk.patterns import LinearValidator
+from gears_sdk.patterns import compile as linear
 
 #: A config larger than this (as JSON) is refused: configs are settings, not data.
 MAX_CONFIG_BYTES = 64 * 1024
@@ -36,9 +37,10 @@ _FORMATS = {"email": "an email address", "uri": "a URL (https://…)", "date": "
             "time": "a time (HH:MM:SS)", "regex": "a regular expression"}
 
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-                       r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# RE2 (linear time, ``$`` only at the very end: "https://x\n" is not a URL).
+_URI = linear(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
+_HOSTNAME = linear(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                   r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 @cache
@@ -49,7 +51,8 @@ def format_checker() -> FormatChecker:
     if "uri" not in checker.checkers:
         checker.checks("uri")(lambda v: not isinstance(v, str) or bool(_URI.match(v)))
     if "hostname" not in checker.checkers:
-        checker.checks("hostname")(lambda v: not isinstance(v, str) or bool(_HOSTNAME.match(v)))
+        checker.checks("hostname")(lambda v: not isinstance(v, str)
+                                   or (len(v) <= 253 and bool(_HOSTNAME.match(v))))
     return checker
 
 
@@ -168,7 +171,7 @@ def validate_config(manifest: dict[str, Any], config: Any
     schema = config_schema_of(manifest)
     secret_names = set(secret_fields(schema))
     full = apply_defaults(schema, config)
-    validator = Draft202012Validator(schema, format_checker=format_checker())
+    validator = LinearValidator(schema, format_checker=format_checker())
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for err in sorted(validator.iter_errors(full), key=lambda e: [str(p) for p in _path(e)]):

@@ -12,33 +12,34 @@ placeholders and prose out.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable
 
+from gears_sdk.patterns import Pattern
+from gears_sdk.patterns import compile as linear
 from marketplace.vetting.context import VetContext
 from marketplace.vetting.findings import Finding, finding
 
 MIN_ENTROPY = 3.5
 MIN_GENERIC_LENGTH = 16
 
-PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("secret_aws_key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
+PATTERNS: tuple[tuple[str, Pattern, str], ...] = (
+    ("secret_aws_key", linear(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
     ("secret_private_key",
-     re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY-----"),
+     linear(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY-----"),
      "a private key"),
-    ("secret_token", re.compile(r"\bgears_[A-Za-z0-9_-]{30,}"), "a Gears API token"),
-    ("secret_token", re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b"),
+    ("secret_token", linear(r"\bgears_[A-Za-z0-9_-]{30,}"), "a Gears API token"),
+    ("secret_token", linear(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b"),
      "a GitHub token"),
-    ("secret_token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{40,}"), "a GitHub token"),
-    ("secret_token", re.compile(r"\b[sr]k_live_[0-9A-Za-z]{16,}"), "a Stripe live key"),
-    ("secret_token", re.compile(r"\bxox[abposr]-[0-9A-Za-z-]{10,}"), "a Slack token"),
-    ("secret_token", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "a Google API key"),
+    ("secret_token", linear(r"\bgithub_pat_[A-Za-z0-9_]{40,}"), "a GitHub token"),
+    ("secret_token", linear(r"\b[sr]k_live_[0-9A-Za-z]{16,}"), "a Stripe live key"),
+    ("secret_token", linear(r"\bxox[abposr]-[0-9A-Za-z-]{10,}"), "a Slack token"),
+    ("secret_token", linear(r"\bAIza[0-9A-Za-z_-]{35}\b"), "a Google API key"),
 )
-GENERIC = re.compile(
+GENERIC = linear(
     r"(?i)([a-z0-9_.-]*(?:api[_-]?key|secret|token|passw(?:or)?d|access[_-]?key|auth)"
     r"[a-z0-9_]*)[\"']?\s*[:=]\s*[rbu]?[\"']([^\"'\s]{" + str(MIN_GENERIC_LENGTH) + r",})[\"']")
-PLACEHOLDER = re.compile(r"(?i)x{4,}|example|changeme|your[_-]|<|>|\{|\}|\*{3,}|\.\.\.|test")
+PLACEHOLDER = linear(r"(?i)x{4,}|example|changeme|your[_-]|<|>|\{|\}|\*{3,}|\.\.\.|test")
 
 
 def entropy(text: str) -> float:
