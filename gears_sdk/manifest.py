@@ -60,44 +60,56 @@ def _validator() -> Any:
 
 
 @dataclass(frozen=True)
-class ProfileAccess:
+class Access:
+    """What a gear may read and write of one kind of data."""
+
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
+
+    @classmethod
+    def from_value(cls, value: Any) -> Access:
+        """``{"read": [...], "write": [...]}``, or the older list form ``["read", "write"]``,
+        which grants every field (``*``) for each word it holds."""
+        if isinstance(value, list):
+            return cls(read=("*",) if "read" in value else (),
+                       write=("*",) if "write" in value else ())
+        value = value or {}
+        return cls(read=tuple(value.get("read") or ()), write=tuple(value.get("write") or ()))
+
+
+#: The profile's access (kept for the name older code imports).
+ProfileAccess = Access
 
 
 @dataclass(frozen=True)
 class Permissions:
-    """What the runtime lets the gear do; everything else is refused."""
+    """What the runtime lets the gear do; everything else is refused.
+
+    :data:`gears_sdk.capabilities.CAPABILITIES` says what each field grants.
+    """
 
     network: tuple[str, ...] = ()
-    profile: ProfileAccess = field(default_factory=ProfileAccess)
-    catalog: tuple[str, ...] = ()
-    events: tuple[str, ...] = ()
+    profile: Access = field(default_factory=Access)
+    catalog: Access = field(default_factory=Access)
+    events: Access = field(default_factory=Access)
     secrets: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Permissions:
-        profile = data.get("profile") or {}
         return cls(
             network=tuple(data.get("network") or ()),
-            profile=ProfileAccess(
-                read=tuple(profile.get("read") or ()), write=tuple(profile.get("write") or ())
-            ),
-            catalog=tuple(data.get("catalog") or ()),
-            events=tuple(data.get("events") or ()),
+            profile=Access.from_value(data.get("profile")),
+            catalog=Access.from_value(data.get("catalog")),
+            events=Access.from_value(data.get("events")),
             secrets=tuple(data.get("secrets") or ()),
         )
 
     def capabilities(self) -> set[str]:
-        """Flat capability strings (``network:api.example.com``,
-        ``profile.write:traits.rfm``); the basis of capability diffs."""
-        caps = {f"network:{h}" for h in self.network}
-        caps |= {f"profile.read:{f}" for f in self.profile.read}
-        caps |= {f"profile.write:{f}" for f in self.profile.write}
-        caps |= {f"catalog:{c}" for c in self.catalog}
-        caps |= {f"events:{e}" for e in self.events}
-        caps |= {f"secrets:{s}" for s in self.secrets}
-        return caps
+        """Capability strings (``network:api.example.com``, ``catalog.read:price``);
+        the basis of consent and of capability diffs."""
+        from gears_sdk.capabilities import capability_ids
+
+        return set(capability_ids(self))
 
 
 @dataclass(frozen=True)

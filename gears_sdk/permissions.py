@@ -9,20 +9,57 @@ problem in a unit test rather than in production.
   allows any sub-domain (not ``example.com`` itself).
 * **profile.read**: a gear receives only the declared fields
   (``traits.rfm``, ``traits.*``, ``events``...).
-* **profile.write**: every path a patch touches must lie at or below a
-  declared field; writing ``traits`` when ``traits.rfm`` is declared is refused.
+* **profile.write**: every path a patch (or a connector's profile record)
+  touches must lie at or below a declared field; writing ``traits`` when
+  ``traits.rfm`` is declared is refused.
+* **catalog.read**: catalog items reach a gear with their ``id`` and only the
+  declared fields (``title``, ``price``, ``attributes.brand``, ``*``).
+* **catalog.write**: a connector's item record may carry only declared fields
+  besides its ``id``.
+* **events.read**: an event's ``properties`` (in ``gear_on_event`` and in a
+  profile's ``events``) hold only the declared property names (``*``: all).
+* **events.write**: a connector's event record must be of a declared type.
+* **secrets**: ``ctx.secrets.get(name)`` answers only for declared names.
+
+Every rule is registered with :func:`enforces` under the key of the
+capability it enforces; :data:`gears_sdk.capabilities.CAPABILITIES` is the
+one table of capabilities, and a test keeps the two in step.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+#: The event types the engine knows; ``permissions.events.write`` names some of them.
+EVENT_TYPES = ("view", "click", "purchase", "custom")
+#: The fields of a catalog item; ``permissions.catalog`` names some of them.
+CATALOG_FIELDS = frozenset({"id", "title", "category", "price", "url", "image_url",
+                            "attributes", "active"})
+#: What any declared write includes: the key that says which item or profile it is.
+ALWAYS_WRITABLE = frozenset({"id", "user_id"})
 
+F = TypeVar("F", bound=Callable[..., Any])
+#: capability key → the functions that enforce it (filled by :func:`enforces`).
+ENFORCERS: dict[str, list[Callable[..., Any]]] = {}
+
+
+def enforces(*keys: str) -> Callable[[F], F]:
+    """Register a function as (one of) the enforcement of the capability ``keys``."""
+
+    def mark(fn: F) -> F:
+        for key in keys:
+            ENFORCERS.setdefault(key, []).append(fn)
+        return fn
+
+    return mark
+
+
+@enforces("network")
 def host_allowed(url: str, patterns: Iterable[str]) -> bool:
     """Whether ``url`` may be requested by a gear declaring ``patterns``."""
     parts = urlsplit(url)
@@ -84,17 +121,153 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
             into[key] = value
 
 
-def filter_profile(profile: dict[str, Any], read: Iterable[str]) -> dict[str, Any]:
-    """A deep copy of ``profile`` holding only the fields ``read`` declares."""
+def filter_fields(doc: dict[str, Any], read: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``doc`` holding only the dotted fields ``read`` declares."""
     out: dict[str, Any] = {}
     for pattern in read:
-        picked = _pick(profile, pattern.split("."))
+        picked = _pick(doc, pattern.split("."))
         if isinstance(picked, dict):
             _merge(out, picked)
     return out
 
 
+@enforces("profile.read")
+def filter_profile(profile: dict[str, Any], read: Iterable[str],
+                   event_properties: Iterable[str] | None = None) -> dict[str, Any]:
+    """A deep copy of ``profile`` holding only the fields ``read`` declares.
+
+    With ``event_properties`` the events it holds are cut down as well
+    (:func:`filter_event`), as the runtime does.
+    """
+    out = filter_fields(profile, read)
+    if event_properties is not None and isinstance(out.get("events"), list):
+        props = list(event_properties)
+        out["events"] = [filter_event(e, props) for e in out["events"]]
+    return out
+
+
+@enforces("profile.write")
 def patch_violations(paths: Iterable[str], write: Iterable[str]) -> list[str]:
     """The paths of a profile patch that ``write`` does not allow."""
     write = list(write)
     return [p for p in paths if not field_allowed(p, write)]
+
+
+@enforces("catalog.read")
+def filter_item(item: Any, read: Iterable[str]) -> Any:
+    """A catalog item with its ``id`` and only the fields ``read`` declares."""
+    if not isinstance(item, dict):
+        return item
+    out = filter_fields(item, read)
+    if "id" in item:
+        out["id"] = item["id"]
+    return out
+
+
+def filter_items(items: Any, read: Iterable[str]) -> Any:
+    """:func:`filter_item` over a list (anything else is returned as it is)."""
+    if not isinstance(items, list):
+        return items
+    read = list(read)
+    return [filter_item(i, read) for i in items]
+
+
+@enforces("events.read")
+def filter_event(event: Any, properties: Iterable[str]) -> Any:
+    """An event whose ``properties`` hold only the declared property names."""
+    if not isinstance(event, dict) or not isinstance(event.get("properties"), dict):
+        return event
+    return {**event, "properties": filter_fields(event["properties"], properties)}
+
+
+@enforces("secrets")
+def secret_allowed(name: str, declared: Iterable[str]) -> bool:
+    """Whether ``ctx.secrets.get(name)`` may answer."""
+    return name in set(declared)
+
+
+# -- a connector's records ------------------------------------------------------------------
+
+
+def _declared(write: Iterable[str]) -> str:
+    return ", ".join(write) or "none"
+
+
+def _object_paths(record: dict[str, Any], key: str) -> list[str]:
+    value = record.get(key)
+    if isinstance(value, dict):
+        return [f"{key}.{k}" for k in value]
+    return [key] if key in record else []
+
+
+#: The keys of a profile record; the engine keeps any other key under ``attributes``.
+PROFILE_RECORD_KEYS = frozenset({"user_id", "attributes", "traits"})
+
+
+def _profile_record(record: dict[str, Any], write: tuple[str, ...]) -> list[tuple[str, str]]:
+    if not write:
+        return [("", "a profile record writes to profiles, and permissions.profile.write "
+                 "declares nothing")]
+    paths = [*_object_paths(record, "attributes"), *_object_paths(record, "traits")]
+    paths += [f"attributes.{k}" for k in record if k not in PROFILE_RECORD_KEYS]
+    return [(p, f"{p} is outside permissions.profile.write (declared: {_declared(write)})")
+            for p in patch_violations(paths, write)]
+
+
+@enforces("catalog.write")
+def item_record_paths(record: dict[str, Any]) -> list[str]:
+    """The catalog fields an item record writes (``attributes`` key by key).
+
+    A key that is not a catalog field is kept under ``attributes`` by the
+    engine, so it counts as ``attributes.<key>``.
+    """
+    paths: list[str] = []
+    for key in record:
+        if key in ALWAYS_WRITABLE:
+            continue
+        if key == "attributes":
+            paths += _object_paths(record, key)
+        else:
+            paths.append(key if key in CATALOG_FIELDS else f"attributes.{key}")
+    return paths
+
+
+def _item_record(record: dict[str, Any], write: tuple[str, ...]) -> list[tuple[str, str]]:
+    if not write:
+        return [("", "an item record writes to the catalog, and permissions.catalog.write "
+                 "declares nothing")]
+    return [(p, f"{p} is outside permissions.catalog.write (declared: {_declared(write)})")
+            for p in item_record_paths(record) if not field_allowed(p, write)]
+
+
+@enforces("events.write")
+def event_type_allowed(event_type: Any, write: Iterable[str]) -> bool:
+    """Whether an event of ``event_type`` may be recorded (``*``: any type)."""
+    write = list(write)
+    return "*" in write or (isinstance(event_type, str) and event_type in write)
+
+
+def _event_record(record: dict[str, Any], write: tuple[str, ...]) -> list[tuple[str, str]]:
+    etype = record.get("type")
+    if event_type_allowed(etype, write):
+        return []
+    return [("type", f"recording {etype!r} events is outside permissions.events.write "
+             f"(declared: {_declared(write)})")]
+
+
+def record_refusals(permissions: Any, kind: str, record: Any) -> list[tuple[str, str]]:
+    """Why a connector may not write ``record`` to a ``kind`` stream: ``(path, reason)``.
+
+    ``path`` is relative to the record (``""``: the record as a whole). An
+    empty list means every field it writes is declared; a record that is not
+    an object is left to the engine's shape checks.
+    """
+    if not isinstance(record, dict):
+        return []
+    if kind == "profiles":
+        return _profile_record(record, tuple(permissions.profile.write))
+    if kind == "items":
+        return _item_record(record, tuple(permissions.catalog.write))
+    if kind == "events":
+        return _event_record(record, tuple(permissions.events.write))
+    return [("", f"unknown stream kind {kind!r}")]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gears_sdk.manifest import Manifest
+from gears_sdk.manifest import Manifest, Permissions
 from gears_sdk.scaffolding import KINDS, scaffold_gear
 
 
@@ -97,9 +97,13 @@ def _print_summary(s: dict[str, Any]) -> None:
     profile = perms.get("profile") or {}
     click.echo(f"  profile:     read {', '.join(profile.get('read') or []) or '-'}; "
                f"write {', '.join(profile.get('write') or []) or '-'}")
-    for key in ("catalog", "events", "secrets"):
-        if perms.get(key):
-            click.echo(f"  {key + ':':<12} {', '.join(perms[key])}")
+    typed = Permissions.from_dict(perms)
+    for key, access in (("catalog", typed.catalog), ("events", typed.events)):
+        if access.read or access.write:
+            click.echo(f"  {key + ':':<12} read {', '.join(access.read) or '-'}; "
+                       f"write {', '.join(access.write) or '-'}")
+    if typed.secrets:
+        click.echo(f"  {'secrets:':<12} {', '.join(typed.secrets)}")
     click.echo(f"files ({len(s['files'])}):")
     width = max((len(f["name"]) for f in s["files"]), default=0)
     for f in s["files"]:

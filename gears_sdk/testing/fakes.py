@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from gears_sdk.context import HttpResponse, LevelLog
 from gears_sdk.manifest import Manifest
-from gears_sdk.permissions import host_allowed
+from gears_sdk.permissions import host_allowed, secret_allowed
 
 _UNSET: Any = object()
 
@@ -59,12 +59,21 @@ class FakeState:
 
 
 class FakeSecrets:
-    """``ctx.secrets``: the installation's secret config values, from a dict."""
+    """``ctx.secrets``: the installation's secret config values, from a dict.
 
-    def __init__(self, values: dict[str, str] | None = None):
+    With ``declared`` (``permissions.secrets``) other names raise
+    ``PermissionError``, as in the engine.
+    """
+
+    def __init__(self, values: dict[str, str] | None = None,
+                 declared: Iterable[str] | None = None):
         self.values: dict[str, str] = dict(values or {})
+        self.declared = None if declared is None else tuple(declared)
 
     def get(self, name: str) -> str | None:
+        if self.declared is not None and not secret_allowed(name, self.declared):
+            raise PermissionError(f"the secret {name!r} is not declared in permissions.secrets "
+                                  f"(declared: {', '.join(self.declared) or 'none'})")
         return self.values.get(name)
 
 
@@ -187,11 +196,11 @@ class FakeContext:
 
     @classmethod
     def for_manifest(cls, manifest: Manifest, secrets: dict[str, str] | None = None) -> FakeContext:
-        """A context with the manifest's network permissions and state limit."""
+        """A context with the manifest's network and secrets permissions and state limit."""
         return cls(
             gear=manifest.name,
             version=str(manifest.version),
             http=FakeHttp(manifest.permissions.network),
             state=FakeState(limit_kb=manifest.limits.get("state_kb", 256)),
-            secrets=FakeSecrets(secrets),
+            secrets=FakeSecrets(secrets, declared=manifest.permissions.secrets),
         )

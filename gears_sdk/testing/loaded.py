@@ -4,7 +4,9 @@
 catch what production would refuse: config is the manifest's defaults merged
 with the test's values and validated against ``config_schema``; secret fields
 move to ``ctx.secrets``; the gear sees only the profile fields it declares it
-reads; a patch touching an undeclared field is refused; and arguments and
+reads (catalog items their declared fields, events their declared
+properties); a patch touching an undeclared field is refused, and so are
+connector records writing what the manifest does not declare; and arguments and
 results must survive a JSON round trip, as they do across the sandbox.
 """
 
@@ -24,7 +26,13 @@ from gears_sdk.errors import GearsError, HookError
 from gears_sdk.gear_dir import check_gear_dir
 from gears_sdk.hookspecs import get_plugin_manager
 from gears_sdk.manifest import Manifest, json_path
-from gears_sdk.permissions import filter_profile, patch_violations
+from gears_sdk.permissions import (
+    filter_event,
+    filter_items,
+    filter_profile,
+    patch_violations,
+    record_refusals,
+)
 from gears_sdk.testing.fakes import FakeContext, _json_copy
 from gears_sdk.types import (
     CheckResult,
@@ -115,8 +123,9 @@ class LoadedGear:
         return result
 
     def _profile(self, profile: dict[str, Any] | None) -> dict[str, Any]:
+        perms = self.manifest.permissions
         return filter_profile(profile if profile is not None else make_profile(),
-                              self.manifest.permissions.profile.read)
+                              perms.profile.read, perms.events.read)
 
     def _normalize(self, hook: str, cls: Any, value: Any) -> Any:
         try:
@@ -131,6 +140,7 @@ class LoadedGear:
                  config: dict[str, Any] | None = None,
                  ctx: FakeContext | None = None) -> ProfilePatch | None:
         """Call ``gear_on_event``; refuse a patch outside ``permissions.profile.write``."""
+        event = filter_event(event, self.manifest.permissions.events.read)
         raw = self.call("gear_on_event", event=event, profile=self._profile(profile),
                         config=config, ctx=ctx)
         patch: ProfilePatch | None = self._normalize("gear_on_event", ProfilePatch, raw)
@@ -149,7 +159,9 @@ class LoadedGear:
     def score_items(self, profile: dict[str, Any] | None, items: list[dict[str, Any]],
                     config: dict[str, Any] | None = None,
                     ctx: FakeContext | None = None) -> list[ItemScore] | None:
-        """Call ``gear_score_items``; ``None`` means "no opinion"."""
+        """Call ``gear_score_items`` with ``items`` cut down to their ``id`` and the declared
+        ``permissions.catalog.read`` fields; ``None`` means "no opinion"."""
+        items = filter_items(items, self.manifest.permissions.catalog.read)
         raw = self.call("gear_score_items", profile=self._profile(profile), items=items,
                         config=config, ctx=ctx)
         if raw is None:
@@ -161,8 +173,12 @@ class LoadedGear:
     def render(self, profile: dict[str, Any] | None = None, content: dict[str, Any] | None = None,
                config: dict[str, Any] | None = None,
                ctx: FakeContext | None = None) -> RenderResult | None:
-        """Call ``gear_render`` with the profile filtered to what the gear may read."""
-        raw = self.call("gear_render", profile=self._profile(profile), content=content or {},
+        """Call ``gear_render`` with the profile (and the content's catalog ``items``)
+        filtered to what the gear may read."""
+        content = dict(content or {})
+        if isinstance(content.get("items"), list):
+            content["items"] = filter_items(content["items"], self.manifest.permissions.catalog.read)
+        raw = self.call("gear_render", profile=self._profile(profile), content=content,
                         config=config, ctx=ctx)
         result: RenderResult | None = self._normalize("gear_render", RenderResult, raw)
         return result
@@ -183,11 +199,31 @@ class LoadedGear:
         return [self._normalize("gear_streams", StreamInfo, s) for s in raw]
 
     def read(self, stream: str, cursor: Any = None, config: dict[str, Any] | None = None,
-             ctx: FakeContext | None = None) -> RecordBatch:
-        """Call ``gear_read``; ``None`` is an empty batch with the cursor unchanged."""
+             ctx: FakeContext | None = None, *, kind: str | None = None) -> RecordBatch:
+        """Call ``gear_read``; ``None`` is an empty batch with the cursor unchanged.
+
+        Records the engine would refuse for the stream's ``kind`` (looked up
+        with ``gear_streams`` unless given) because they write what the
+        manifest does not declare raise :class:`HookError` ``record_refused``.
+        """
         raw = self.call("gear_read", stream=stream, cursor=cursor, config=config, ctx=ctx)
         batch: RecordBatch | None = self._normalize("gear_read", RecordBatch, raw)
-        return batch if batch is not None else RecordBatch(cursor=cursor)
+        if batch is None:
+            return RecordBatch(cursor=cursor)
+        if kind is None:
+            kind = next((s.kind for s in self.streams(config, ctx) if s.name == stream), None)
+        if kind is not None:
+            self._check_records(kind, batch.records)
+        return batch
+
+    def _check_records(self, kind: str, records: list[Any]) -> None:
+        refused = [f"$.records[{i}]{'.' + path if path else ''}: {why}"
+                   for i, rec in enumerate(records)
+                   for path, why in record_refusals(self.manifest.permissions, kind, rec)]
+        if refused:
+            lines = "\n".join(f"  - {r}" for r in refused[:20])
+            raise HookError(f"gear_read returned records the engine refuses (each is skipped "
+                            f"whole and listed in the sync run):\n{lines}", code="record_refused")
 
     def write(self, stream: str, records: list[dict[str, Any]],
               config: dict[str, Any] | None = None,

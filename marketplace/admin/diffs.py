@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gears_sdk.archive import GearArchive
-from marketplace.workspaces.capabilities import capability_diff, describe_capability
+from marketplace.workspaces.capabilities import capability_diff, described
 
 MAX_LINES_PER_FILE = 400
 MAX_TOTAL_LINES = 4000
@@ -74,9 +74,5 @@ def capabilities(old_manifest: dict[str, Any] | None, new_manifest: dict[str, An
                  ) -> dict[str, list[dict[str, str]]]:
     """``{"added"|"removed"|"unchanged": [{capability, description}]}``."""
     diff = capability_diff(old_manifest, new_manifest)
-
-    def describe(caps: list[str]) -> list[dict[str, str]]:
-        return [{"capability": c, "description": describe_capability(c)} for c in caps]
-
-    return {"added": describe(diff.added), "removed": describe(diff.removed),
-            "unchanged": describe(diff.unchanged)}
+    return {"added": described(diff.added), "removed": described(diff.removed),
+            "unchanged": described(diff.unchanged)}

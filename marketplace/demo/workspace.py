@@ -141,7 +141,7 @@ def seed_engine(app: Flask, session: Session, workspace_name: str, ids: dict[str
     people = [{"user_id": user, "attributes": {"first_name": first,
                                                "email": f"{user}@example.com"}}
               for user, first in PEOPLE]
-    connectors._apply_profiles(session, workspace.id, people, [])
+    connectors._apply_profiles(session, workspace.id, list(enumerate(people)), [])
     segments, campaigns = segments_and_campaigns(ids)
     for name, body in segments.items():
         setup.put_segment(session, workspace, name, body)

@@ -7,8 +7,12 @@ transaction**, so a sync that fails half-way resumes after the last page
 that was applied, never re-importing it and never skipping records. What a
 record becomes depends on the stream's kind: ``profiles`` merge into
 profiles, ``items`` upsert catalog items, ``events`` go through ingestion
-(extensions included). Invalid records are skipped and counted with their
-problems; a failing ``gear_read`` ends the sync with the cursor unchanged.
+(extensions included). A record may write only what the connector's manifest
+declares (``permissions.profile.write``, ``catalog.write``, ``events.write``):
+one that writes anything else is refused whole, counted as ``refused`` and
+listed with the path and the reason. Invalid records are skipped and counted
+with their problems; a failing ``gear_read`` ends the sync with the cursor
+unchanged.
 
 An export walks a segment's members and pushes them to ``gear_write`` in
 batches; each record holds only the profile fields the connector declares
@@ -23,7 +27,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gears_sdk.permissions import filter_profile
+from gears_sdk.manifest import Permissions
+from gears_sdk.permissions import field_allowed, filter_profile, record_refusals
 from gears_sdk.types import CheckResult, RecordBatch, StreamInfo, WriteResult
 from marketplace.db import utcnow
 from marketplace.engine.audience import iter_members
@@ -97,10 +102,10 @@ def check(engine: EngineManager, session: Session, workspace: Workspace,
 # -- records ------------------------------------------------------------------------------
 
 
-def _apply_profiles(session: Session, workspace_id: int, records: list[Any],
+def _apply_profiles(session: Session, workspace_id: int, records: list[tuple[int, Any]],
                     problems: list[Problem]) -> int:
     good: dict[str, dict[str, Any]] = {}
-    for i, rec in enumerate(records):
+    for i, rec in records:
         path = f"$.records[{i}]"
         if not isinstance(rec, dict) or not isinstance(rec.get("user_id"), str) \
                 or not rec["user_id"] or len(rec["user_id"]) > 200:
@@ -180,20 +185,80 @@ def foreign_record(record: Any, known: frozenset[str] | set[str], into: str) -> 
 PROFILE_FIELDS = frozenset({"user_id", "attributes", "traits"})
 
 
-def _apply(engine: EngineManager, session: Session, workspace: Workspace, kind: str,
-           records: list[Any], problems: list[Problem]) -> int:
+def permitted(permissions: Permissions, kind: str, records: list[Any],
+              problems: list[Problem]) -> list[tuple[int, Any]]:
+    """``(index, record)`` of the records the connector's manifest lets it write.
+
+    A record writing anything undeclared is refused whole, never half-applied:
+    each reason goes into ``problems`` with the code ``not_permitted`` and
+    the path of the field (:func:`gears_sdk.permissions.record_refusals`).
+    """
+    kept = []
+    for i, rec in enumerate(records):
+        refusals = record_refusals(permissions, kind, rec)
+        for path, why in refusals:
+            problems.append(problem(f"$.records[{i}]" + (f".{path}" if path else ""), why,
+                                    "not_permitted"))
+        if not refusals:
+            kept.append((i, rec))
+    return kept
+
+
+def _fitted(kind: str, records: list[Any]) -> list[Any]:
     if kind == "profiles":
-        records = [foreign_record(r, PROFILE_FIELDS, "attributes") for r in records]
-        return _apply_profiles(session, workspace.id, records, problems)
+        return [foreign_record(r, PROFILE_FIELDS, "attributes") for r in records]
     if kind == "items":
-        records = [foreign_record(r, ITEM_FIELDS, "attributes") for r in records]
-        items = [check_item(r, f"$.records[{i}]", problems) for i, r in enumerate(records)]
-        good = list({i["item_id"]: i for i in items if i is not None}.values())
-        return upsert_items(session, workspace.id, good) if good else 0
+        return [foreign_record(r, ITEM_FIELDS, "attributes") for r in records]
+    return records
+
+
+def _apply(engine: EngineManager, session: Session, workspace: Workspace, inst: InstalledGear,
+           kind: str, records: list[Any], problems: list[Problem]) -> tuple[int, int]:
+    """Apply one page's records: ``(applied, refused)``."""
+    records = _fitted(kind, records)
+    allowed = permitted(inst.permissions, kind, records, problems)
+    refused = len(records) - len(allowed)
+    if kind == "profiles":
+        return _apply_profiles(session, workspace.id, allowed, problems), refused
+    if kind == "items":
+        items = [(check_item(r, f"$.records[{i}]", problems), r) for i, r in allowed]
+        good = list({v["item_id"]: (v, r) for v, r in items if v is not None}.values())
+        whole = field_allowed("attributes", inst.permissions.catalog.write)
+        return (update_items(session, workspace.id, good, whole) if good else 0), refused
     now = utcnow()
-    events = [check_event(r, f"$.records[{i}]", problems, now) for i, r in enumerate(records)]
+    events = [check_event(r, f"$.records[{i}]", problems, now) for i, r in allowed]
     good_events = [e for e in events if e is not None]
-    return ingest(engine, session, workspace, good_events).accepted if good_events else 0
+    return (ingest(engine, session, workspace, good_events).accepted if good_events else 0,
+            refused)
+
+
+def update_items(session: Session, workspace_id: int,
+                 items: list[tuple[dict[str, Any], dict[str, Any]]],
+                 whole_attributes: bool) -> int:
+    """Insert or update catalog items from connector records; how many.
+
+    A record changes only the fields it carries (a new item starts from the
+    defaults), so a connector allowed to write ``title`` cannot reset a
+    ``price`` by leaving it out; its ``attributes`` are merged key by key
+    unless the connector may write ``attributes`` as a whole.
+    """
+    ids = [values["item_id"] for values, _ in items]
+    rows = {r.item_id: r for r in session.scalars(select(CatalogItem).where(
+        CatalogItem.workspace_id == workspace_id, CatalogItem.item_id.in_(ids)))}
+    now = utcnow()
+    for values, record in items:
+        row = rows.get(values["item_id"])
+        if row is None:
+            row = CatalogItem(workspace_id=workspace_id, **values)
+            session.add(row)
+        else:
+            for key in set(record) & (ITEM_FIELDS - {"id", "attributes"}):
+                setattr(row, key, values[key])
+            if "attributes" in record:
+                row.attributes = (values["attributes"] if whole_attributes
+                                  else {**(row.attributes or {}), **values["attributes"]})
+        row.updated_at = now
+    return len(items)
 
 
 # -- sync ---------------------------------------------------------------------------------
@@ -215,10 +280,11 @@ def _start_run(session: Session, workspace: Workspace, installation: str,
 
 
 def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
-                 wg: WorkspaceGears, installation: str, stream: StreamInfo,
+                 wg: WorkspaceGears, inst: InstalledGear, stream: StreamInfo,
                  stats: dict[str, Any]) -> None:
+    installation = inst.id
     mine = stats.setdefault(stream.name, {"kind": stream.kind, "pages": 0, "records": 0,
-                                          "rejected": 0, "problems": []})
+                                          "rejected": 0, "refused": 0, "problems": []})
     for _ in range(MAX_PAGES_PER_STREAM):
         row = session.get(ConnectorCursor, (installation, stream.name))
         batch = _call(engine, session, wg, installation, "gear_read", stream=stream.name,
@@ -227,7 +293,8 @@ def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
             return
         assert isinstance(batch, RecordBatch)
         problems: list[Problem] = []
-        applied = _apply(engine, session, workspace, stream.kind, list(batch.records), problems)
+        applied, refused = _apply(engine, session, workspace, inst,
+                                  stream.kind, list(batch.records), problems)
         if row is None:
             row = ConnectorCursor(installation_id=installation, stream=stream.name,
                                   workspace_id=workspace.id, records=0)
@@ -238,6 +305,7 @@ def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
         mine["pages"] += 1
         mine["records"] += applied
         mine["rejected"] += len(problems)
+        mine["refused"] += refused
         mine["problems"] = (mine["problems"] + problems)[:MAX_PROBLEMS_KEPT]
         if not batch.has_more:
             return
@@ -253,7 +321,7 @@ def sync(engine: EngineManager, session: Session, workspace: Workspace, installa
         listed = _call(engine, session, wg, inst.id, "gear_streams") or []
         chosen = [s for s in listed if streams is None or s.name in streams]
         for stream in chosen:
-            _sync_stream(engine, session, workspace, wg, inst.id, stream, stats)
+            _sync_stream(engine, session, workspace, wg, inst, stream, stats)
         run.status, run.error = SyncStatus.succeeded, None
     except SyncFailed as exc:
         session.rollback()
@@ -331,7 +399,8 @@ def export(engine: EngineManager, session: Session, workspace: Workspace, segmen
     try:
         for doc in iter_members(session, workspace.id, seg.rule):
             out["members"] += 1
-            batch.append({**filter_profile(doc, inst.reads), "user_id": doc["user_id"]})
+            batch.append({**filter_profile(doc, inst.reads, inst.permissions.events.read),
+                          "user_id": doc["user_id"]})
             if len(batch) >= batch_size:
                 flush()
         if batch:

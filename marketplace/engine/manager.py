@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gears_sdk.hookspecs import get_plugin_manager
-from gears_sdk.manifest import Manifest, load_manifest
+from gears_sdk.manifest import Manifest, Permissions, load_manifest
 from marketplace.blobs import get_blob_store
 from marketplace.db import database
 from marketplace.engine.state import DbStateStore
@@ -114,6 +114,8 @@ class InstalledGear:
     reads: tuple[str, ...]
     runnable: bool
     fingerprint: tuple[Any, ...]
+    #: What the manifest grants; the engine's own checks (connector records) use it.
+    permissions: Permissions = field(default_factory=Permissions)
 
 
 @dataclass
@@ -141,6 +143,7 @@ def _installed(row: InstallationRow, manifest: dict[str, Any]) -> InstalledGear:
         id=row.id, workspace_id=row.workspace_id, gear=row.gear.name, version=row.version,
         kind=str(manifest.get("kind")), hooks=frozenset(manifest.get("hooks") or ()),
         reads=tuple(perms.get("read") or ()),
+        permissions=Permissions.from_dict(manifest.get("permissions") or {}),
         runnable=row.enabled and row.status is InstallationStatus.active,
         fingerprint=(row.version, repr(sorted((row.config or {}).items())),
                      row.secrets_encrypted, row.enabled, row.status.value))

@@ -34,9 +34,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from marketplace.db import Base, UTCDateTime, utcnow
 
-#: The event types the engine understands; anything else is ``custom`` with a ``name``.
-EVENT_TYPES = ("view", "click", "purchase", "custom")
-
 
 class SyncStatus(enum.Enum):
     """A sync run is ``running`` until it ends ``succeeded`` or ``failed``."""

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from marketplace.engine.models import EVENT_TYPES
+from gears_sdk.permissions import EVENT_TYPES
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "contains", "exists")
 FIELD_ROOTS = ("attributes", "traits")

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gears_sdk.patterns import compile as linear
+from gears_sdk.permissions import CATALOG_FIELDS, EVENT_TYPES
 from marketplace.db import utcnow
-from marketplace.engine.models import EVENT_TYPES
 from marketplace.errors import MarketplaceError
 
 MAX_EVENTS_PER_BATCH = 1000
@@ -147,8 +147,7 @@ def check_event_batch(body: Any) -> list[NewEvent]:
     return [e for e in out if e is not None]
 
 
-ITEM_FIELDS = frozenset({"id", "title", "category", "price", "url", "image_url", "attributes",
-                         "active"})
+ITEM_FIELDS = CATALOG_FIELDS
 _ITEM_KEYS = ITEM_FIELDS
 
 

@@ -13,6 +13,7 @@ import binascii
 import logging
 from typing import Any
 
+from gears_sdk.permissions import secret_allowed
 from marketplace.runtime.http import HostHttp
 from marketplace.runtime.installation import Installation
 
@@ -62,10 +63,17 @@ class Services:
         if service == "state.keys":
             return list(state.keys())
         if service == "secrets.get":
-            return self.inst.secrets.get(_str(args, "name"))
+            return self._secret(_str(args, "name"))
         if service == "http.request":
             return self._http(args, deadline)
         raise PermissionError(f"unknown service {service!r}")
+
+    def _secret(self, name: str) -> str | None:
+        declared = self.inst.manifest.permissions.secrets
+        if not secret_allowed(name, declared):
+            raise PermissionError(f"the secret {name!r} is not declared in permissions.secrets "
+                                  f"(declared: {', '.join(declared) or 'none'})")
+        return self.inst.secrets.get(name)
 
     def _http(self, args: dict[str, Any], deadline: float) -> dict[str, Any]:
         data = args.get("data")

@@ -49,7 +49,7 @@ def profile_for(manifest: Manifest) -> dict[str, Any]:
 
 
 def events_for(manifest: Manifest) -> list[dict[str, Any]]:
-    types = list(manifest.permissions.events) or ["page_view", "purchase"]
+    types = [t for t in manifest.permissions.events.write if t != "*"] or ["view", "purchase"]
     return [{"type": t, "timestamp": "2024-05-03T12:00:00Z", "user_id": "vetting-user-1",
              "properties": {"value": 19.5, "path": "/", "order_id": "o-2"}} for t in types[:3]]
 

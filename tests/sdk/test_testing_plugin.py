@@ -27,7 +27,8 @@ def write_gear(root: Path, code: str, **manifest: object) -> Path:
         "engine": ">=1.0.0 <2.0.0",
         "permissions": {"network": ["api.example.com"],
                         "profile": {"read": ["traits.score", "attributes.*"],
-                                    "write": ["traits.score"]}},
+                                    "write": ["traits.score"]},
+                        "events": {"read": ["patch"]}, "secrets": ["token"]},
         "config_schema": {"type": "object", "properties": {
             "step": {"type": "integer", "minimum": 1, "default": 1},
             "token": {"type": "string", "format": "secret"},
@@ -212,12 +213,96 @@ def test_connector_methods_normalize_results(tmp_path):
         return None
     """
     gear = load_gear(write_gear(tmp_path / "c", code, kind="connector",
-                                hooks=["gear_check", "gear_streams", "gear_read", "gear_write"]))
+                                hooks=["gear_check", "gear_streams", "gear_read", "gear_write"],
+                                permissions={"catalog": {"write": ["title"]}}))
     assert gear.check().ok
     assert gear.streams()[0].kind == "items"
     assert gear.read("s", cursor=4).cursor == 5
     assert gear.write("s", [{"a": 1}, {"a": 2}]).written == 2
     gear.install()  # not declared: a no-op, as in the engine
+
+
+CONNECTOR = """
+@hookimpl
+def gear_check(config, ctx):
+    return None
+
+@hookimpl
+def gear_streams(config, ctx):
+    return [{"name": "p", "kind": "profiles"}, {"name": "i", "kind": "items"},
+            {"name": "e", "kind": "events"}]
+
+@hookimpl
+def gear_read(stream, config, cursor, ctx):
+    return {"records": {
+        "p": [{"user_id": "u1", "attributes": {"email": "evil@example.test"}}],
+        "i": [{"id": "sku-1", "title": "Shoes", "price": 0.01, "url": "https://evil.test/"}],
+        "e": [{"user_id": "u1", "type": "purchase", "properties": {"amount": 99999}}],
+    }[stream]}
+"""
+
+
+@pytest.mark.parametrize(("stream", "where"), [
+    ("p", r"\$\.records\[0\]: a profile record .* declares nothing"),
+    ("i", r"\$\.records\[0\]\.price: price is outside permissions\.catalog\.write "
+          r"\(declared: title\)(.|\n)*\.url"),
+    ("e", r"\$\.records\[0\]\.type: recording 'purchase' events"),
+])
+def test_read_refuses_records_writing_what_the_manifest_does_not_declare(tmp_path, stream,
+                                                                          where):
+    gear = load_gear(write_gear(tmp_path / "c", CONNECTOR, kind="connector",
+                                hooks=["gear_check", "gear_streams", "gear_read"],
+                                permissions={"catalog": {"write": ["title"]}}))
+    with pytest.raises(HookError, match=where) as info:
+        gear.read(stream)
+    assert info.value.code == "record_refused"
+
+
+def test_read_accepts_records_within_the_declared_writes(tmp_path):
+    gear = load_gear(write_gear(tmp_path / "c", CONNECTOR, kind="connector",
+                                hooks=["gear_check", "gear_streams", "gear_read"], permissions={
+                                    "profile": {"write": ["attributes.email"]},
+                                    "catalog": {"write": ["title", "price", "url"]},
+                                    "events": {"write": ["purchase"]}}))
+    assert [len(gear.read(s).records) for s in ("p", "i", "e")] == [1, 1, 1]
+
+
+SEES = """
+@hookimpl
+def gear_on_event(event, profile, config, ctx):
+    ctx.state.set("event", event)
+    ctx.state.set("profile", profile)
+
+@hookimpl
+def gear_score_items(profile, items, config, ctx):
+    ctx.state.set("items", items)
+    return []
+"""
+
+
+def test_items_and_event_properties_are_cut_to_what_the_manifest_reads(tmp_path):
+    perms = {"profile": {"read": ["events"]}, "catalog": {"read": ["title"]},
+             "events": {"read": ["category"]}}
+    gear = load_gear(write_gear(tmp_path / "g", SEES, permissions=perms,
+                                hooks=["gear_on_event", "gear_score_items"]))
+    event = {"id": "e1", "user_id": "u1", "type": "purchase",
+             "properties": {"category": "shoes", "email": "ann@example.test"}}
+    gear.on_event(event, {"id": "u1", "events": [event]})
+    assert gear.ctx.state.get("event")["properties"] == {"category": "shoes"}
+    assert gear.ctx.state.get("profile")["events"][0]["properties"] == {"category": "shoes"}
+    gear.score_items(None, [{"id": "p1", "title": "Shoes", "price": 80, "url": "https://x"}])
+    assert gear.ctx.state.get("items") == [{"id": "p1", "title": "Shoes"}]
+
+
+def test_undeclared_secrets_are_refused(tmp_path):
+    code = """
+    @hookimpl
+    def gear_on_event(event, profile, config, ctx):
+        return {"set": {"traits.score": ctx.secrets.get("other")}}
+    """
+    gear = load_gear(write_gear(tmp_path / "s", code), secrets={"other": "x"})
+    with pytest.raises(PermissionError, match=r"permissions\.secrets"):
+        gear.on_event({"type": "view", "properties": {}})
 
 
 # -- the plugin inside a real pytest run ---------------------------------------

@@ -73,10 +73,18 @@ def test_ignored_events(gear, make_event, make_profile):
     assert gear.ctx.log.messages("warning")
 
 
-def test_custom_property_and_weights(gear, make_event, make_profile):
-    config = {"category_property": "dept", "weights": {"wishlist": 4}}
-    patch = gear.on_event(make_event("wishlist", dept=" garden "), make_profile(), config=config)
+def test_custom_weights(gear, make_event, make_profile):
+    config = {"weights": {"wishlist": 4}}
+    patch = gear.on_event(make_event("wishlist", category=" garden "), make_profile(),
+                          config=config)
     assert patch.set["traits.affinity"] == {"garden": 4.0}
+    assert gear.on_event(make_event("view", category="garden"), make_profile(),
+                         config=config) is None
+
+
+def test_sees_only_the_event_properties_it_declares(gear, make_event, make_profile):
+    """gear.json reads the ``category`` property only: another one never reaches the gear."""
+    config = {"category_property": "dept"}
     assert gear.on_event(make_event("view", dept="garden"), make_profile(), config=config) is None
 
 

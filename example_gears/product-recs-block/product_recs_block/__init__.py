@@ -35,7 +35,8 @@ def _card(item, symbol):
     image = _safe_url(item.get("image_url"))
     inner = ""
     if image:
-        alt = escape(str(item.get("image_alt") or item["title"]))
+        described = item.get("attributes") or {}
+        alt = escape(str(described.get("image_alt") or item["title"]))
         inner += f'<img class="gear-recs__image" src="{escape(image)}" alt="{alt}" loading="lazy">'
     inner += f'<span class="gear-recs__title">{title}</span>'
     link = _safe_url(item.get("url"))

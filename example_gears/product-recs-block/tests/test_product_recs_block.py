@@ -4,7 +4,8 @@ import re
 
 ITEMS = [
     {"id": "sku-1", "title": "Trail shoe", "price": 89, "url": "https://shop.example.com/p/sku-1",
-     "image_url": "https://cdn.example.com/sku-1.jpg", "image_alt": "Trail shoe, side view"},
+     "image_url": "https://cdn.example.com/sku-1.jpg",
+     "attributes": {"image_alt": "Trail shoe, side view"}},
     {"id": "sku-2", "title": "Rain jacket", "price": 1200.5, "url": "https://shop.example.com/p/sku-2",
      "image_url": "https://cdn.example.com/sku-2.jpg"},
 ]
@@ -35,7 +36,7 @@ def test_every_image_has_alt_text(gear):
 def test_xss_in_item_fields_is_escaped(gear):
     evil = {"id": '"><script>alert(1)</script>', "title": "<img src=x onerror=alert(1)>",
             "price": "<b>free</b>", "url": "javascript:alert(1)",
-            "image_url": "https://cdn.example.com/a.jpg", "image_alt": '" onload="alert(1)'}
+            "image_url": "https://cdn.example.com/a.jpg", "attributes": {"image_alt": '" onload="alert(1)'}}
     result = gear.render(content={"items": [evil], "heading": "<i>Hi</i>"})
     html = result.html
     assert "<script" not in html and "<img src=x" not in html and "<b>" not in html
@@ -75,3 +76,4 @@ def test_reads_nothing_from_the_profile(gear, make_profile):
 
 def test_requires_the_recommendations_extension(gear):
     assert "acme/co-view-recs" in gear.manifest.requires
+

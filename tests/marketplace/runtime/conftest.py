@@ -33,7 +33,7 @@ def make_gear(tmp_path: Path) -> GearFactory:
     def make(source: str, *, name: str | None = None, hooks: tuple[str, ...] = ("gear_on_event",),
              read: tuple[str, ...] = ("traits.*",), write: tuple[str, ...] = ("traits.out",),
              network: tuple[str, ...] = (), timeout_ms: int = 2000, memory_mb: int = 64,
-             kind: str = "extension") -> Path:
+             kind: str = "extension", permissions: dict[str, Any] | None = None) -> Path:
         n = next(counter)
         gear_name = name or f"acme/gear-{n}"
         module = gear_name.split("/", 1)[1].replace("-", "_")
@@ -47,7 +47,8 @@ def make_gear(tmp_path: Path) -> GearFactory:
             "summary": "A gear written by the runtime tests.", "entrypoint": module,
             "hooks": list(hooks), "engine": ">=1.0.0 <2.0.0",
             "permissions": {"network": list(network),
-                            "profile": {"read": list(read), "write": list(write)}},
+                            "profile": {"read": list(read), "write": list(write)},
+                            **(permissions or {})},
             "limits": {"memory_mb": memory_mb, "timeout_ms": timeout_ms},
             "config_schema": {"type": "object", "properties": {}},
             "readme": "README.md",

@@ -44,10 +44,14 @@ def gear_on_event(event, profile, config, ctx):
                                    "secret": ctx.secrets.get("token")}}}
 '''
 
+#: ECHO reads the secret ``token``, which it must declare.
+TOKEN = {"secrets": ["token"]}
+
 
 def test_call_round_trip_with_ctx_services(make_gear, installation, runtime_factory) -> None:
     rt = runtime_factory()
-    inst = installation(make_gear(ECHO), config={"greeting": "hi"}, secrets={"token": "s3"})
+    inst = installation(make_gear(ECHO, permissions=TOKEN),
+                        config={"greeting": "hi"}, secrets={"token": "s3"})
     rt.start(inst)
     profile = {"id": "u1", "traits": {"a": 1}, "attributes": {"email": "x@example.com"}}
     for n in (1, 2):
@@ -65,7 +69,7 @@ def test_call_round_trip_with_ctx_services(make_gear, installation, runtime_fact
 def test_proxies_fan_out_in_a_real_plugin_manager(make_gear, installation,
                                                    runtime_factory) -> None:
     rt = runtime_factory()
-    gear = make_gear(ECHO)
+    gear = make_gear(ECHO, permissions=TOKEN)
     a, b = installation(gear, config={"n": "a"}), installation(gear, config={"n": "b"})
     broken = installation(make_gear("@hookimpl\ndef gear_on_event(event):\n    1 / 0\n"))
     pm = get_plugin_manager()
@@ -85,7 +89,7 @@ def test_proxies_fan_out_in_a_real_plugin_manager(make_gear, installation,
 def test_hanging_gear_is_killed_at_its_deadline_and_restarted(make_gear, installation,
                                                                runtime_factory) -> None:
     rt = runtime_factory()
-    inst = installation(make_gear(ECHO, timeout_ms=300))
+    inst = installation(make_gear(ECHO, permissions=TOKEN, timeout_ms=300))
     rt.start(inst)
     first_pid = rt.worker(inst.id).pid
     with pytest.raises(GearTimeout, match="timeout after 300 ms"):
@@ -99,7 +103,7 @@ def test_hanging_gear_is_killed_at_its_deadline_and_restarted(make_gear, install
 
 def test_crashing_worker_is_restarted(make_gear, installation, runtime_factory) -> None:
     rt = runtime_factory()
-    inst = installation(make_gear(ECHO))
+    inst = installation(make_gear(ECHO, permissions=TOKEN))
     rt.start(inst)
     with pytest.raises(GearCrashed, match="died"):
         rt.call(inst.id, "gear_on_event", event={"exit": True}, profile={})
@@ -130,7 +134,7 @@ def test_failing_gear_is_disabled_with_a_reason(make_gear, installation,
 def test_patch_outside_profile_write_is_refused(make_gear, installation,
                                                 runtime_factory) -> None:
     rt = runtime_factory()
-    inst = installation(make_gear(ECHO))
+    inst = installation(make_gear(ECHO, permissions=TOKEN))
     rt.start(inst)
     with pytest.raises(GearCallError, match=r"outside permissions\.profile\.write") as err:
         rt.call(inst.id, "gear_on_event", event={"write": "attributes.email"}, profile={})
@@ -140,7 +144,7 @@ def test_patch_outside_profile_write_is_refused(make_gear, installation,
 
 def test_size_caps_both_ways(make_gear, installation, runtime_factory) -> None:
     rt = runtime_factory()
-    inst = installation(make_gear(ECHO, memory_mb=128))
+    inst = installation(make_gear(ECHO, permissions=TOKEN, memory_mb=128))
     rt.start(inst)
     with pytest.raises(GearCallError, match="arguments are too large"):
         rt.call(inst.id, "gear_on_event", event={"blob": "x" * (5 << 20)}, profile={})
@@ -179,7 +183,7 @@ def test_protocol_version_mismatch_is_refused(make_gear, installation, runtime_f
                                               monkeypatch) -> None:
     rt = runtime_factory()
     monkeypatch.setattr(worker_module, "PROTOCOL_VERSION", 99)
-    inst = installation(make_gear(ECHO))
+    inst = installation(make_gear(ECHO, permissions=TOKEN))
     with pytest.raises(GearProtocolError, match="protocol version mismatch"):
         rt.start(inst)
 
@@ -196,7 +200,7 @@ def test_untrusted_gear_below_minimum_level_is_refused(make_gear, installation,
                                                        runtime_factory) -> None:
     rt = runtime_factory(level="dev-unsafe", min_level="strict")
     with pytest.raises(SandboxError, match="below the required 'strict'"):
-        rt.start(installation(make_gear(ECHO)))
+        rt.start(installation(make_gear(ECHO, permissions=TOKEN)))
 
 
 def test_level_the_host_cannot_reach_is_refused(runtime_factory) -> None:
