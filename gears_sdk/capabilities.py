@@ -1,16 +1,21 @@
 """The one table of capabilities a gear can be granted.
 
-Every kind of capability is a row of :data:`CAPABILITIES`: where the manifest
-declares it, how one grant is put in words, and which rule of
-:mod:`gears_sdk.permissions` enforces it. The consent screen, the
-installations API's ``capabilities``, the vetting capability diff and the
-runtime's checks all derive from this table, so what a user is shown is
-exactly what is enforced (a test keeps the table and the enforcing rules in
-step).
+Everything a gear may do beyond computing is a capability its `gear.json`
+declares under `permissions`. Each kind below is one row of the table in
+`gears_sdk.capabilities`: where the manifest declares it, the sentence shown
+at consent, and the rule that enforces it. The consent screen, the
+installations API's `capabilities`, the vetting capability diff, the
+runtime's checks and this page all derive from that table, so what a user is
+shown is exactly what is enforced.
 
-A capability is written ``<kind>:<argument>``: ``network:api.example.com``,
-``profile.write:traits.rfm``, ``catalog.read:price``, ``events.write:purchase``,
-``secrets:api_token``.
+A capability is written `<kind>:<argument>`, e.g. `network:api.example.com`,
+`profile.write:traits.rfm`, `catalog.read:price`, `events.write:purchase`,
+`secrets:api_token`. Field lists take dotted paths and `*`
+(`attributes.*`, or `*` for every field, property or event type). Catalog
+items always reach a gear with their `id`; a connector's record always
+carries the `id` or `user_id` it writes to. The older form
+`"catalog": ["read", "write"]` (and the same for `events`) still validates
+and grants `*` for each word.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ class CapabilityKind:
 CAPABILITIES: tuple[CapabilityKind, ...] = (
     CapabilityKind("network", "permissions.network", lambda p: p.network,
                    lambda a: f"Send requests to {_host(a)}",
-                   "ctx.http refuses any other host or port"),
+                   "`ctx.http` refuses any other host or port"),
     CapabilityKind("profile.read", "permissions.profile.read", lambda p: p.profile.read,
                    _profile("Read"), "profiles reach the gear holding only these fields"),
     CapabilityKind("profile.write", "permissions.profile.write", lambda p: p.profile.write,
@@ -102,7 +107,7 @@ CAPABILITIES: tuple[CapabilityKind, ...] = (
                    _events_write, "connector event records of other types are refused"),
     CapabilityKind("secrets", "permissions.secrets", lambda p: p.secrets,
                    lambda a: f"Use the secret {a}",
-                   "ctx.secrets answers only for these names"),
+                   "`ctx.secrets.get` refuses any other name"),
 )
 _BY_KEY = {k.key: k for k in CAPABILITIES}
 
@@ -161,10 +166,16 @@ def parse_capability(cap: str) -> Capability | None:
     return Capability(kind, arg) if sep and kind in _BY_KEY else None
 
 
+#: Capability strings of the older list form, still held by installations consented
+#: before the table grew fields; they are described, never granted any more.
+_OLDER = {"catalog:read": "Read the product catalog", "catalog:write": "Change the product catalog",
+          "events:read": "Read your events", "events:write": "Record new events"}
+
+
 def describe_capability(cap: str) -> str:
     """The consent sentence for a capability string; an unknown one is shown as it is."""
     parsed = parse_capability(cap)
-    return parsed.description if parsed is not None else cap
+    return parsed.description if parsed is not None else _OLDER.get(cap, cap)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Generate the hook and CLI references in ``docs/`` from the code itself.
+"""Generate the hook, permission and CLI references in ``docs/`` from the code itself.
 
-``python -m marketplace.docgen`` rewrites ``docs/hooks.md`` and ``docs/cli.md``;
-a test fails when the committed files differ from what this produces, so the
-references cannot drift from the hookspec docstrings and the click commands.
+``python -m marketplace.docgen`` rewrites ``docs/hooks.md``, ``docs/permissions.md``
+and ``docs/cli.md``; a test fails when the committed files differ from what this
+produces, so the references cannot drift from the hookspec docstrings, the
+capability table and the click commands.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ def _hook_order(name: str) -> tuple[int, str]:
     return len(families), name
 
 
+#: An example argument per capability kind, for the reference's consent column.
+_EXAMPLE_ARGS = {"network": "api.example.com", "profile.read": "traits.rfm",
+                 "profile.write": "traits.rfm", "catalog.read": "price",
+                 "catalog.write": "title", "events.read": "amount",
+                 "events.write": "purchase", "secrets": "api_token"}
+
+
+def permissions_markdown() -> str:
+    """``docs/permissions.md``: the one table of capabilities, as users meet it at consent."""
+    from gears_sdk import capabilities
+
+    out = [HEADER, "# Permissions reference\n\n", inspect.cleandoc(capabilities.__doc__ or ""),
+           "\n\n| capability | declared at | shown at consent, e.g. | enforced |\n"
+           "| --- | --- | --- | --- |\n"]
+    for kind in capabilities.CAPABILITIES:
+        arg = _EXAMPLE_ARGS.get(kind.key, "*")
+        out.append(f"| `{kind.key}:{arg}` | `{kind.declared_at}` | {kind.describe(arg)} | "
+                   f"{kind.enforced} |\n")
+    return "".join(out)
+
+
 def cli_markdown(group: click.Group, prog: str, intro: str) -> str:
     """A reference page for a click group: every command's help and options."""
     out = [HEADER, f"# `{prog}` command reference\n\n", intro, "\n"]
@@ -85,6 +107,7 @@ def render_all() -> dict[str, str]:
 
     pages = {
         "docs/hooks.md": hooks_markdown(),
+        "docs/permissions.md": permissions_markdown(),
         "docs/cli.md": cli_markdown(
             gears_main, "gears",
             "The developer's command: scaffold, validate, build, inspect and publish gears. "

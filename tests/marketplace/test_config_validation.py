@@ -118,6 +118,12 @@ def test_capability_diff():
     ("catalog:read", "Read the product catalog"),
     ("catalog:write", "Change the product catalog"),
     ("events:write", "Record new events"),
+    ("catalog.read:price", "Read the catalog field price of your items"),
+    ("catalog.read:*", "Read every field of your catalog items"),
+    ("catalog.write:attributes.*", "Add catalog items and change their attributes (all of them)"),
+    ("events.read:amount", "Read the event property amount"),
+    ("events.write:purchase", "Record purchase events"),
+    ("events.write:*", "Record events of any type"),
     ("secrets:API_KEY", "Use the secret API_KEY"),
     ("teleport:mars", "teleport:mars"),
 ])

@@ -79,7 +79,7 @@ def test_every_row_is_shown_in_words(kind) -> None:
 
 def test_unknown_capabilities_are_shown_as_they_are() -> None:
     assert describe_capability("teleport:mars") == "teleport:mars"
-    assert describe_capability("catalog:read") == "catalog:read"  # an older, unknown form
+    assert describe_capability("catalog:read") == "Read the product catalog"  # the older form
 
 
 def test_the_older_list_form_grants_every_field() -> None:

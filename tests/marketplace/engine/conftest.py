@@ -82,8 +82,9 @@ def auth(token: str) -> dict[str, str]:
 def write_gear(root: Path, name: str, kind: str, hooks: list[str], source: str, *,
                read: list[str] | None = None, write: list[str] | None = None,
                network: list[str] | None = None, config_schema: dict[str, Any] | None = None,
-               timeout_ms: int = 1000) -> Path:
-    """A gear directory whose package is ``source`` (dedented)."""
+               timeout_ms: int = 1000, permissions: dict[str, Any] | None = None) -> Path:
+    """A gear directory whose package is ``source`` (dedented); ``permissions`` adds to the
+    network and profile ones (``catalog``, ``events``, ``secrets``)."""
     module = name.split("/", 1)[1].replace("-", "_")
     gear_dir = root / name.replace("/", "__")
     (gear_dir / module).mkdir(parents=True)
@@ -94,7 +95,8 @@ def write_gear(root: Path, name: str, kind: str, hooks: list[str], source: str, 
         "summary": f"A {kind} written by the engine tests.", "entrypoint": module,
         "hooks": hooks, "engine": ">=1.0.0 <2.0.0",
         "permissions": {"network": network or [],
-                        "profile": {"read": read or [], "write": write or []}},
+                        "profile": {"read": read or [], "write": write or []},
+                        **(permissions or {})},
         "limits": {"memory_mb": 128, "timeout_ms": timeout_ms},
         "config_schema": config_schema or {"type": "object", "properties": {}},
         "license": "MIT", "readme": "README.md",

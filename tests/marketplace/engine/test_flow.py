@@ -162,13 +162,19 @@ def shop(engine_app, people, publish, install, tmp_path, source) -> dict[str, An
         "picker": publish(write_gear(gears, "acme/picker", "extension",
                                      ["gear_on_event", "gear_score_items"], PICKER,
                                      read=["traits.*"],
-                                     write=["traits.preferred_category", "traits.views"])),
-        "grid": publish(write_gear(gears, "acme/grid", "template", ["gear_render"], GRID)),
+                                     write=["traits.preferred_category", "traits.views"],
+                                     permissions={"events": {"read": ["category"]},
+                                                  "catalog": {"read": ["category", "price"]}})),
+        "grid": publish(write_gear(gears, "acme/grid", "template", ["gear_render"], GRID,
+                                   permissions={"catalog": {"read": ["title"]}})),
         "broken": publish(write_gear(gears, "acme/broken", "template", ["gear_render"], BROKEN)),
         "conn": publish(write_gear(gears, "acme/shop-sync", "connector",
                                    ["gear_check", "gear_streams", "gear_read", "gear_write"],
                                    CONNECTOR % port, network=[f"127.0.0.1:{port}"],
-                                   read=["attributes.email", "traits.rfm"])),
+                                   read=["attributes.email", "traits.rfm"],
+                                   write=["attributes.*"],
+                                   permissions={"catalog": {"write": ["*"]},
+                                                "events": {"write": ["view"]}})),
     }
     ids = {key: install(name) for key, name in names.items()}
     return {"ids": ids, "source": src, "h": auth(people["ws_token"])}

@@ -45,7 +45,8 @@ def test_events_see_earlier_patches_and_gears_see_ingest_order(
         engine_app, client, session, people, publish, install, tmp_path) -> None:
     tracker = install(publish(write_gear(tmp_path / "g", "acme/tracker", "extension",
                                          ["gear_on_event"], TRACKER, read=["traits.*"],
-                                         write=["traits.seen", "traits.others_at"])))
+                                         write=["traits.seen", "traits.others_at"],
+                                         permissions={"events": {"read": ["k", "bad"]}})))
     install(publish(write_gear(tmp_path / "g", "acme/counter", "extension",
                                ["gear_on_event"], COUNTER, read=["traits.*"],
                                write=["traits.n"])))

@@ -52,7 +52,7 @@ def test_install_uninstall_and_schedule(engine_app, client, session, people, pub
     src, port = source
     name = publish(write_gear(tmp_path / "g", "acme/crm", "connector", HOOKS,
                               LIFECYCLE % port, network=[f"127.0.0.1:{port}"],
-                              config_schema=SCHEMA))
+                              config_schema=SCHEMA, write=["attributes.*"]))
     iid = install(name)
     session.rollback()
     assert session.get(InstallationState, iid).data == {"installed": True}
