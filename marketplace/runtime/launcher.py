@@ -33,6 +33,7 @@ import gears_sdk
 from gears_sdk.worker import confine
 from gears_sdk.worker.main import BOOT
 from marketplace.runtime import seccomp
+from marketplace.runtime.cgroups import CgroupLimits, WorkerCgroup
 from marketplace.runtime.installation import Installation
 from marketplace.runtime.staging import Stage
 
@@ -57,6 +58,18 @@ class ResourceLimits:
     open_files: int = 64
     file_size_mb: int = 16
     processes: int = 16
+    #: resident memory of the interpreter and bubblewrap on top of ``memory_mb``
+    #: in the worker's control group (which counts pages, not address space)
+    cgroup_overhead_mb: int = 64
+    #: CPUs a worker may use during a call (its cgroup's cpu quota)
+    cpu_cores: float = 1.0
+
+    def cgroup_limits(self, memory_mb: int) -> CgroupLimits:
+        """The worker's control-group limits for a manifest's ``limits.memory_mb``."""
+        period = 100_000
+        return CgroupLimits(memory_bytes=(memory_mb + self.cgroup_overhead_mb) * 1024 * 1024,
+                            pids=self.processes, cpu_quota_us=max(1000, int(self.cpu_cores * period)),
+                            cpu_period_us=period)
 
     def rlimits(self, memory_mb: int) -> dict[int, int]:
         return {
@@ -83,12 +96,22 @@ class LaunchPlan:
     #: the uid that must own the data dir (the worker's uid once it is confined)
     owner: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: the worker's control group, joined between fork and exec
+    cgroup: WorkerCgroup | None = None
 
     def preexec(self) -> Callable[[], None]:
-        """Runs in the child between fork and exec (after any uid switch)."""
+        """Runs in the child between fork and exec: join the control group (as root,
+        so before any uid switch), switch to ``user``, then set the rlimits."""
         limits = dict(self.rlimits)
+        group, user = self.cgroup, self.user
 
         def apply() -> None:
+            if group is not None:
+                group.join()
+            if user is not None:
+                os.setgroups([])
+                os.setresgid(user, user, user)
+                os.setresuid(user, user, user)
             for which, value in limits.items():
                 resource.setrlimit(which, (value, value))
             confine.die_with_parent()

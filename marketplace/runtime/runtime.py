@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import resource
 import shutil
 import stat
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gears_sdk.worker.protocol import BATCH_OVERHEAD_BYTES, MAX_MESSAGE_BYTES, dumps
+from marketplace.runtime.cgroups import CgroupError, CgroupHost, probe_cgroups
 from marketplace.runtime.errors import GearCallError, GearDisabled, SandboxError
 from marketplace.runtime.health import DEFAULT_FAILURE_THRESHOLD, Health, OnDisable
 from marketplace.runtime.http import HostHttp, allowed_private_hosts_from_env
@@ -86,8 +88,10 @@ class Runtime:
                  failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
                  on_disable: OnDisable | None = None, limits: ResourceLimits | None = None,
                  allow_private_hosts: frozenset[str] | None = None,
-                 report: SandboxReport | None = None):
+                 report: SandboxReport | None = None, cgroups: CgroupHost | None = None):
         self.report = report or probe_sandbox_level()
+        #: where each worker's control group is made (v2, v1, or none: rlimits only)
+        self.cgroups = cgroups or probe_cgroups()
         self.level = level or self.report.level
         self.min_level = min_level or default_min_level()
         check_level(self.level, "dev-unsafe", report=self.report)
@@ -152,11 +156,27 @@ class Runtime:
             plan = plan_standard(inst, uid=uid, data_dir=data, runtime_dir=self.root_dir,
                                  limits=self.limits, confined=self.level == "standard",
                                  stage=self.stage)
+        self._confine_resources(inst, plan)
         if plan.owner is not None and os.geteuid() == 0:
             # only the worker's own uid may enter the data dir (mode 0700)
             for path in (data, *data.rglob("*")):
                 os.lchown(path, plan.owner, plan.owner)
         return plan
+
+    def _confine_resources(self, inst: Installation, plan: LaunchPlan) -> None:
+        """Give the plan its own control group (memory, pids, cpu, freezer).
+
+        With ``pids.max`` in force RLIMIT_NPROC stays only as a looser backstop,
+        so the kernel's refusal is counted in the group where it can be seen.
+        """
+        memory_mb = int(inst.manifest.limits.get("memory_mb", 128))
+        try:
+            plan.cgroup = self.cgroups.create(inst.id, self.limits.cgroup_limits(memory_mb))
+        except CgroupError as exc:
+            raise GearCallError(str(exc), installation=inst.id, gear=inst.gear,
+                                code="sandbox_failed") from None
+        if plan.cgroup is not None and resource.RLIMIT_NPROC in plan.rlimits:
+            plan.rlimits[resource.RLIMIT_NPROC] = 2 * self.limits.processes
 
     def start(self, inst: Installation) -> Worker:
         """Launch ``inst``'s worker (refusing a too-weak sandbox) and return it."""
@@ -214,6 +234,7 @@ class Runtime:
         """Stop every worker and remove the runtime's own scratch directory."""
         for installation in list(self._entries):
             self.stop(installation)
+        self.cgroups.release()
         if self._own_root:
             shutil.rmtree(self.root_dir, ignore_errors=True)
 
@@ -350,5 +371,7 @@ class Runtime:
     def health(self) -> dict[str, dict[str, Any]]:
         """Counters, latency percentiles and disable reasons, per installation."""
         return {i: {**e.health.snapshot(), "gear": e.inst.gear, "pid": e.worker.pid,
-                    "level": self.level, "sandbox": dict(e.worker.sandbox)}
+                    "level": self.level, "limits": self.cgroups.level,
+                    "output_dropped": e.worker.output.dropped_lines,
+                    "sandbox": dict(e.worker.sandbox)}
                 for i, e in list(self._entries.items())}

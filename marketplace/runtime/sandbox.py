@@ -60,9 +60,12 @@ class SandboxReport:
     layers: dict[str, bool]
     notes: tuple[str, ...] = field(default_factory=tuple)
     bwrap: str | None = None
+    #: how memory, tasks and CPU are bounded: ``cgroup v2``, ``cgroup v1`` or ``rlimit only``
+    limits: str = "rlimit only"
 
     def to_dict(self) -> dict[str, object]:
-        return {"level": self.level, "layers": dict(self.layers), "notes": list(self.notes)}
+        return {"level": self.level, "layers": dict(self.layers), "limits": self.limits,
+                "notes": list(self.notes)}
 
 
 def default_min_level() -> str:
@@ -96,6 +99,7 @@ def probe_sandbox_level() -> SandboxReport:
     """Probe once per process which layers work on this host."""
     from gears_sdk.worker import landlock
     from marketplace.runtime import seccomp
+    from marketplace.runtime.cgroups import probe_cgroups
 
     notes: list[str] = []
     linux = sys.platform.startswith("linux")
@@ -122,7 +126,10 @@ def probe_sandbox_level() -> SandboxReport:
                          "is not offered")
     else:
         notes.append(f"{sys.platform} has no seccomp, Landlock or namespaces: dev-unsafe only")
-    return SandboxReport(_best_level(layers), layers, tuple(notes), bwrap)
+    cgroups = probe_cgroups()
+    layers["cgroups"] = cgroups.version is not None
+    notes.append(cgroups.reason)
+    return SandboxReport(_best_level(layers), layers, tuple(notes), bwrap, cgroups.level)
 
 
 def _best_level(layers: dict[str, bool]) -> str:

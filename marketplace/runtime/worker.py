@@ -40,6 +40,7 @@ from gears_sdk.worker.protocol import (
     encode,
     encode_batch,
 )
+from marketplace.runtime.cgroups import WorkerCgroup
 from marketplace.runtime.errors import (
     GearCallError,
     GearCrashed,
@@ -49,9 +50,14 @@ from marketplace.runtime.errors import (
 from marketplace.runtime.health import Health
 from marketplace.runtime.installation import Installation
 from marketplace.runtime.launcher import LaunchPlan
+from marketplace.runtime.output import OutputLimiter, strip_controls
 from marketplace.runtime.services import Services
 
+#: The interpreter's own boot (up to its ``hello``; no gear code runs before that).
 START_TIMEOUT_S = 20.0
+#: The gear's load window (``start`` → ``ready``: confinement and importing the gear)
+#: is this plus twice its ``limits.timeout_ms``, never more than START_TIMEOUT_S.
+LOAD_BASE_S = 2.0
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 30.0
 MAX_LOGS_PER_CALL = 1000
@@ -59,6 +65,12 @@ MAX_LOGS_PER_CALL = 1000
 #: What :meth:`Worker.call_batch` reports per call: ``(index, raw JSON result or
 #: the call's GearCallError, latency in ms)``; returning False stops the batch.
 OnItem = Callable[[int, Any, float], bool]
+
+
+def load_deadline_s(limits: dict[str, int]) -> float:
+    """How long a gear may take to load (import included), from its manifest's limits."""
+    timeout_s = max(0.0, float(limits.get("timeout_ms", 1000))) / 1000
+    return min(START_TIMEOUT_S, LOAD_BASE_S + 2 * timeout_s)
 
 
 def describe_exit(code: int | None) -> str:
@@ -90,6 +102,9 @@ class Worker:
         self.channel: Channel | None = None
         self.sandbox: dict[str, Any] = {}
         self.stderr_tail: deque[str] = deque(maxlen=40)
+        #: stderr and ctx.log share it: per-installation output rate limit
+        self.output = OutputLimiter()
+        self.cgroup: WorkerCgroup | None = None
         self._lock = threading.RLock()
         self._ids = 0
         self._starts = 0
@@ -116,11 +131,16 @@ class Worker:
             self.kill()
             plan = self._plan()
             self._starts += 1
-            self.proc = subprocess.Popen(
-                plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=plan.env, cwd=plan.cwd, close_fds=True,
-                start_new_session=True, preexec_fn=plan.preexec(),
-                user=plan.user, group=plan.user, extra_groups=[] if plan.user is not None else None)
+            self.cgroup = plan.cgroup
+            try:
+                # no user=: the child joins its control group as root, then switches
+                self.proc = subprocess.Popen(
+                    plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, env=plan.env, cwd=plan.cwd, close_fds=True,
+                    start_new_session=True, preexec_fn=plan.preexec())
+            except BaseException:
+                self._release_cgroup()
+                raise
             assert self.proc.stdin and self.proc.stdout and self.proc.stderr
             os.set_blocking(self.proc.stdin.fileno(), False)
             os.set_blocking(self.proc.stdout.fileno(), False)
@@ -132,17 +152,22 @@ class Worker:
             except GearCallError:
                 self.kill()
                 raise
+            self._idle()
 
     def _handshake(self, plan: LaunchPlan) -> None:
         assert self.channel is not None
         deadline = time.monotonic() + self.start_timeout
+        loading = False
+        manifest = self.inst.manifest
         try:
             hello = self.channel.recv(deadline)
             if hello.get("op") != "hello" or hello.get("version") != PROTOCOL_VERSION:
                 raise self._attribute(
                     GearProtocolError, f"protocol version mismatch: the host speaks "
                     f"{PROTOCOL_VERSION}, the worker said {hello.get('version')!r}")
-            manifest = self.inst.manifest
+            # from here on gear code runs (its imports): the gear's own deadline
+            loading = True
+            deadline = time.monotonic() + load_deadline_s(manifest.limits)
             self.channel.send({
                 "op": "start", "version": PROTOCOL_VERSION,
                 "gear": {"name": manifest.name, "version": str(manifest.version),
@@ -152,12 +177,15 @@ class Worker:
                 "sandbox": plan.start_sandbox}, deadline)
             ready = self.channel.recv(deadline)
         except ChannelTimeout:
+            if loading:
+                raise self._attribute(
+                    GearTimeout, f"the gear did not load within its start deadline of "
+                    f"{load_deadline_s(manifest.limits):.1f} s ({LOAD_BASE_S:g} s + twice "
+                    f"limits.timeout_ms)", code="start_timeout") from None
             raise self._attribute(GearCrashed, "the worker did not start in time",
                                   code="load_failed") from None
         except ProtocolError as exc:
-            raise self._attribute(GearCrashed, f"the worker failed to start ({exc}; "
-                                  f"{describe_exit(self._reap())}){self._tail()}",
-                                  code="load_failed") from None
+            raise self._died(f"loading ({exc})", code="load_failed") from None
         if ready.get("op") != "ready":
             raise self._attribute(GearCallError, f"the gear failed to load: "
                                   f"{ready.get('type')}: {ready.get('message')}",
@@ -165,14 +193,71 @@ class Worker:
         self.sandbox = dict(ready.get("sandbox") or {})
 
     def _drain_stderr(self, stream: Any) -> None:
-        """Gear output (print, tracebacks) becomes log lines attributed to the gear."""
+        """Gear output (print, tracebacks) becomes log lines attributed to the gear,
+        stripped of control sequences and rate-limited with ``ctx.log``."""
         try:
             for raw in iter(lambda: stream.readline(4096), b""):
-                line = raw.decode("utf-8", "replace").rstrip()
-                self.stderr_tail.append(line)
-                self.log.info("%s (stderr): %s", self.inst.gear, line)
+                line = strip_controls(raw.decode("utf-8", "replace")).rstrip()
+                if self._admit(line):
+                    self.stderr_tail.append(line)
+                    self.log.info("%s (stderr): %s", self.inst.gear, line)
         except (OSError, ValueError):
             pass
+
+    def _admit(self, text: str) -> bool:
+        ok, dropped = self.output.admit(text)
+        if dropped:
+            self.log.warning("%s: %d line(s) of output dropped (rate limit)", self.inst.gear,
+                             dropped)
+        return ok
+
+    def _gear_log(self, message: dict[str, Any]) -> None:
+        """A ``ctx.log`` message, stripped and under the same rate limit as stderr."""
+        text = strip_controls(str(message.get("message", ""))[:8192])
+        if self._admit(text):
+            self.services.log({**message, "message": text})
+
+    def _died(self, during: str, code: str = "crashed") -> GearCallError:
+        """The error for a worker that exited on its own: ``memory_limit`` when the
+        kernel's OOM killer killed it in its control group. Cleans the worker up."""
+        status = describe_exit(self._reap())
+        oom = self.cgroup is not None and self.cgroup.oom_kills() > 0
+        self.kill()
+        if oom:
+            assert self.cgroup is not None
+            limit_mb = self.cgroup.limits.memory_bytes // (1024 * 1024)
+            return self._attribute(
+                GearCrashed, f"the worker exceeded its memory limit during {during}: "
+                f"{limit_mb} MiB for everything it holds (limits.memory_mb plus the "
+                f"interpreter; shared memory, memfd and page cache included), so the kernel "
+                f"killed it ({status})", code="memory_limit")
+        return self._attribute(GearCrashed, f"the worker died during {during} "
+                               f"({status}){self._tail()}", code=code)
+
+    def _idle(self) -> None:
+        """Between calls the worker's control group is frozen: no CPU, no output."""
+        if self.cgroup is not None and self.alive:
+            try:
+                self.cgroup.freeze()
+            except OSError as exc:
+                self.log.warning("could not freeze worker %s: %s", self.pid, exc)
+
+    def _busy(self) -> None:
+        if self.cgroup is not None:
+            try:
+                self.cgroup.thaw()
+            except OSError as exc:
+                self.log.warning("could not thaw worker %s: %s", self.pid, exc)
+
+    def _release_cgroup(self) -> None:
+        group = self.cgroup
+        if group is not None and not group.removed:
+            try:
+                if not group.remove():
+                    self.log.error("the control group of worker %s still has tasks", self.pid)
+            except OSError as exc:
+                self.log.error("could not remove the control group of worker %s: %s",
+                               self.pid, exc)
 
     def _tail(self) -> str:
         lines = [line for line in list(self.stderr_tail)[-8:] if line]
@@ -191,8 +276,11 @@ class Worker:
         """SIGKILL the worker's whole process group and reap it."""
         proc = self.proc
         if proc is None:
+            self._release_cgroup()
             return
         if proc.poll() is None:
+            if self.cgroup is not None:
+                self.cgroup.kill()
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -201,6 +289,7 @@ class Worker:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.log.error("worker %s did not die after SIGKILL", proc.pid)
+        self._release_cgroup()
         for stream in (proc.stdin, proc.stdout):
             try:
                 if stream is not None:
@@ -212,6 +301,7 @@ class Worker:
         """Stop the worker (politely: closing stdin ends its loop; then SIGKILL)."""
         with self._lock:
             if self.alive and self.channel is not None:
+                self._busy()
                 try:
                     self.channel.send({"op": "stop"}, time.monotonic() + 0.5)
                     self.proc.wait(1.0)  # type: ignore[union-attr]
@@ -259,25 +349,29 @@ class Worker:
             self._ensure_started(timeout_ms / 1000)
             assert self.channel is not None
             deadline = time.monotonic() + timeout_ms / 1000
+            self._busy()
             try:
                 self.channel.send_raw(frame, deadline)
                 value = self._await_result(call_id, hook, deadline)
+            except GearCallError:
+                self._idle()
+                raise
             except ChannelTimeout:
                 self.kill()
                 self._failed()
                 raise self._attribute(GearTimeout, f"timeout after {timeout_ms} ms in {hook}",
                                       code="timeout") from None
             except ChannelClosed:
-                status = describe_exit(self._reap())
+                error = self._died(hook)
                 self._failed()
-                raise self._attribute(GearCrashed, f"the worker died during {hook} "
-                                      f"({status}){self._tail()}", code="crashed") from None
+                raise error from None
             except ProtocolError as exc:
                 self.kill()
                 self._failed()
                 raise self._attribute(GearProtocolError, f"the worker broke the protocol "
                                       f"during {hook}: {exc}", code="protocol") from None
             self._failures_in_row = 0
+            self._idle()
             return value
 
     def call_batch(self, hook: str, calls: Sequence[bytes], timeout_ms: int,
@@ -291,62 +385,67 @@ class Worker:
         caller keeps the framed batch under the size cap.
         """
         with self._lock:
-            done = 0
-            while done < len(calls):
+            try:
+                return self._call_batch(hook, calls, timeout_ms, on_item)
+            finally:
+                self._idle()
+
+    def _call_batch(self, hook: str, calls: Sequence[bytes], timeout_ms: int,
+                    on_item: OnItem) -> int:
+        done = 0
+        while done < len(calls):
+            began = time.monotonic()
+            try:
+                self._ensure_started(timeout_ms / 1000)
+            except GearCallError as exc:
+                done += 1
+                if not self._report(on_item, done - 1, exc, began, idle=True):
+                    return done
+                continue
+            self._ids += 1
+            call_id, base = self._ids, done
+            try:
+                frame = encode_batch(call_id, hook, list(calls[base:]))
+            except MessageTooLarge as exc:
+                raise self._attribute(GearCallError, f"the batch is too large: {exc}",
+                                      code="too_large") from None
+            assert self.channel is not None
+            deadline = began + timeout_ms / 1000
+            broken = False
+            self._busy()
+            while done < len(calls) and not broken:
+                outcome: Any
+                try:
+                    if done == base:
+                        self.channel.send_raw(frame, deadline)
+                    outcome = self._await_result(call_id, hook, deadline, done - base)
+                    self._failures_in_row = 0
+                except GearCallError as exc:  # the hook raised: that call only
+                    outcome = exc
+                except ChannelTimeout:
+                    self.kill()
+                    self._failed()
+                    outcome = self._attribute(GearTimeout, f"timeout after {timeout_ms} "
+                                              f"ms in {hook}", code="timeout")
+                    broken = True
+                except ChannelClosed:
+                    outcome = self._died(hook)
+                    self._failed()
+                    broken = True
+                except ProtocolError as exc:
+                    self.kill()
+                    self._failed()
+                    outcome = self._attribute(GearProtocolError, f"the worker broke the "
+                                              f"protocol during {hook}: {exc}",
+                                              code="protocol")
+                    broken = True
+                done += 1
+                idle = broken or done == len(calls)
+                if not self._report(on_item, done - 1, outcome, began, idle=idle):
+                    return done
                 began = time.monotonic()
-                try:
-                    self._ensure_started(timeout_ms / 1000)
-                except GearCallError as exc:
-                    done += 1
-                    if not self._report(on_item, done - 1, exc, began, idle=True):
-                        return done
-                    continue
-                self._ids += 1
-                call_id, base = self._ids, done
-                try:
-                    frame = encode_batch(call_id, hook, list(calls[base:]))
-                except MessageTooLarge as exc:
-                    raise self._attribute(GearCallError, f"the batch is too large: {exc}",
-                                          code="too_large") from None
-                assert self.channel is not None
                 deadline = began + timeout_ms / 1000
-                broken = False
-                while done < len(calls) and not broken:
-                    outcome: Any
-                    try:
-                        if done == base:
-                            self.channel.send_raw(frame, deadline)
-                        outcome = self._await_result(call_id, hook, deadline, done - base)
-                        self._failures_in_row = 0
-                    except GearCallError as exc:  # the hook raised: that call only
-                        outcome = exc
-                    except ChannelTimeout:
-                        self.kill()
-                        self._failed()
-                        outcome = self._attribute(GearTimeout, f"timeout after {timeout_ms} "
-                                                  f"ms in {hook}", code="timeout")
-                        broken = True
-                    except ChannelClosed:
-                        status = describe_exit(self._reap())
-                        self._failed()
-                        outcome = self._attribute(GearCrashed, f"the worker died during "
-                                                  f"{hook} ({status}){self._tail()}",
-                                                  code="crashed")
-                        broken = True
-                    except ProtocolError as exc:
-                        self.kill()
-                        self._failed()
-                        outcome = self._attribute(GearProtocolError, f"the worker broke the "
-                                                  f"protocol during {hook}: {exc}",
-                                                  code="protocol")
-                        broken = True
-                    done += 1
-                    idle = broken or done == len(calls)
-                    if not self._report(on_item, done - 1, outcome, began, idle=idle):
-                        return done
-                    began = time.monotonic()
-                    deadline = began + timeout_ms / 1000
-            return done
+        return done
 
     def _report(self, on_item: OnItem, index: int, outcome: Any, began: float, *,
                 idle: bool) -> bool:
@@ -374,7 +473,7 @@ class Worker:
             elif op == "log":
                 logs += 1
                 if logs <= MAX_LOGS_PER_CALL:
-                    self.services.log(message)
+                    self._gear_log(message)
             elif (op in ("result", "error") and message.get("id") == call_id
                   and message.get("index") == index
                   and type(message.get("index")) is type(index)):
