@@ -163,6 +163,20 @@ class ApiToken(Base):
         return f"<ApiToken {self.prefix}… {self.scopes}>"
 
 
+class WebSession(Base):
+    """A signed-in web session. The cookie carries a random key; only its sha256 is
+    stored. Deleting the row ends the session wherever the cookie was copied to."""
+
+    __tablename__ = "web_sessions"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
 class Gear(Base):
     """A gear across all its versions; ``name`` is the full ``publisher/gear``."""
 

@@ -21,6 +21,7 @@ from marketplace.accounts.passwords import (
     needs_rehash,
     verify_password,
 )
+from marketplace.accounts.sessions import end_user_sessions
 from marketplace.accounts.validation import normalize_email, validate_name
 from marketplace.audit import Actor
 from marketplace.errors import APIError, ValidationError
@@ -80,9 +81,10 @@ def create_user(session: Session, email: str, role: Role | str, password: str | 
 
 def set_password(session: Session, user: User, password: str, *,
                  actor: Actor = None) -> None:
-    """Replace ``user``'s password."""
+    """Replace ``user``'s password; every web session of the user ends."""
     _check_password(password)
     user.password_hash = hash_password(password)
+    end_user_sessions(session, user)
     audit.record(session, actor, "user.set_password", "user", user.email)
 
 

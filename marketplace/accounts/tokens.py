@@ -48,6 +48,17 @@ def hash_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
+def role_may_hold(role: Role, scope: str) -> bool:
+    """Whether a user of ``role`` may hold ``scope`` at all (membership aside):
+    ``admin`` is for admins, ``publish:…`` not for business users."""
+    kind = scope.partition(":")[0]
+    if scope == "admin":
+        return role is Role.admin
+    if kind == "publish":
+        return role is not Role.business
+    return True
+
+
 def _check_grantable(user: User, scope: str) -> None:
     """Refuse, at creation, scopes the user could never use, so mistakes show up early."""
     kind, _, arg = scope.partition(":")
@@ -135,7 +146,7 @@ def token_allows(token: ApiToken, scope: str) -> bool:
         return True
     if scope == "read":
         return True
-    if scope not in token.scopes:
+    if scope not in token.scopes or not role_may_hold(user.role, scope):
         return False
     kind, _, arg = scope.partition(":")
     if kind == "publish":

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from marketplace import audit
+from marketplace.accounts.sessions import end_user_sessions
+from marketplace.accounts.tokens import revoke_token, role_may_hold
 from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, Publisher, Role, User
 
@@ -30,7 +32,12 @@ def _last_admin(session: Session, user: User) -> bool:
 
 
 def set_role(session: Session, actor: User, user: User, role: str) -> User:
-    """Change a user's role; the last active admin cannot demote themself out of the registry."""
+    """Change a user's role; the last active admin cannot demote themself out of the registry.
+
+    Every web session of the user ends (pages were rendered for the old role), and
+    every token holding a scope the new role may not hold is revoked: a developer
+    made a business user loses their publish tokens, a former admin their admin ones.
+    """
     try:
         new = Role(role)
     except ValueError:
@@ -44,6 +51,11 @@ def set_role(session: Session, actor: User, user: User, role: str) -> User:
     user.role = new
     audit.record(session, actor, "user.set_role", "user", user.email, before=before,
                  after=_user_state(user))
+    end_user_sessions(session, user)
+    for token in user.tokens:
+        if token.revoked_at is None and not all(role_may_hold(new, s) for s in token.scopes):
+            revoke_token(session, token, actor=actor,
+                         reason=f"its scopes are not for a {new.value}")
     session.commit()
     return user
 
@@ -60,6 +72,8 @@ def set_active(session: Session, actor: User, user: User, active: bool) -> User:
     user.is_active = active
     audit.record(session, actor, "user.activate" if active else "user.deactivate", "user",
                  user.email, before=before, after=_user_state(user))
+    if not active:
+        end_user_sessions(session, user)
     session.commit()
     return user
 

@@ -1,12 +1,17 @@
 """Who is signed in to the web pages, and where they may be sent afterwards.
 
 The session lives in Flask's signed cookie (HttpOnly, SameSite=Lax, Secure
-under an https ``BASE_URL``; see :func:`marketplace.app.create_app`), so any
-replica can serve any request. It holds the user's id and a fingerprint of
-their password hash: changing the password or deactivating the user ends every
-session. Signing in clears the old session and starts a new one with a fresh
-CSRF token and nonce, so a cookie planted before sign-in (session fixation)
-never becomes an authenticated one.
+under an https ``BASE_URL``; see :func:`marketplace.app.create_app`), and is
+revocable server-side: the cookie carries a random key whose hash is a row of
+``web_sessions`` (:mod:`marketplace.accounts.sessions`), and a request is signed
+in only while that row lives. Sign-out deletes it, so a cookie copied before
+sign-out stops working; a password change, a role change and deactivation
+delete all of the user's rows. Any replica can serve any request, because the
+row is in the shared database. The cookie also holds a fingerprint of the
+password hash, a second check that a password change ends every session.
+Signing in clears the old session and starts a new one with a fresh CSRF token
+and key, so a cookie planted before sign-in (session fixation) never becomes an
+authenticated one.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Flask, g, redirect, request, session, url_for
+from flask import Flask, current_app, g, redirect, request, session, url_for
 
+from marketplace.accounts.sessions import end_session, session_user, start_session
 from marketplace.db import get_session
 from marketplace.models import Role, User
 from marketplace.registry.queries import Viewer
@@ -43,8 +49,8 @@ def current_user() -> User | None:
     user = None
     uid = session.get(USER_KEY)
     if isinstance(uid, int):
-        found = get_session().get(User, uid)
-        if found is not None and found.is_active and \
+        found = session_user(get_session(), session.get(NONCE_KEY))
+        if found is not None and found.id == uid and \
                 secrets.compare_digest(session.get(FINGERPRINT_KEY) or "", _fingerprint(found)):
             user = found
     g.web_user = user
@@ -61,16 +67,26 @@ def is_admin(user: User | None) -> bool:
 
 
 def log_in(user: User) -> None:
-    """Start a brand-new session for ``user`` (never reuse the anonymous one)."""
+    """Start a brand-new session for ``user`` (never reuse the anonymous one), recorded
+    server-side and committed."""
+    db = get_session()
+    key = start_session(db, user, current_app.permanent_session_lifetime)
+    db.commit()
     session.clear()
     session[USER_KEY] = user.id
     session[FINGERPRINT_KEY] = _fingerprint(user)
-    session[NONCE_KEY] = secrets.token_urlsafe(16)
+    session[NONCE_KEY] = key
     csrf.new_token()
     g.web_user = user
 
 
 def log_out() -> None:
+    """End the session server-side too: a copy of the cookie no longer signs anyone in."""
+    key = session.get(NONCE_KEY)
+    if key is not None:
+        db = get_session()
+        end_session(db, key)
+        db.commit()
     session.clear()
     g.web_user = None
 
