@@ -12,12 +12,17 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import struct
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+#: Stands for the worker's own pid in the host-built signal filter (above any pid_max).
+SELF_PID_PLACEHOLDER = 0x7FFF_FFF0
+_BPF_JEQ_K = 0x15
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -101,6 +106,20 @@ def assert_unprivileged() -> None:
         raise PermissionError(f"refusing to run gear code as root (uids {uids}, gids {gids})")
     if any(_capabilities() or ()):
         raise PermissionError("refusing to run gear code with capabilities")
+
+
+def with_own_pid(program: bytes) -> bytes:
+    """``program`` with its one :data:`SELF_PID_PLACEHOLDER` comparison naming this process."""
+    out = bytearray(program)
+    found = 0
+    for at in range(0, len(out) - 7, 8):
+        code, k = struct.unpack_from("=H", out, at)[0], struct.unpack_from("=I", out, at + 4)[0]
+        if code == _BPF_JEQ_K and k == SELF_PID_PLACEHOLDER:
+            struct.pack_into("=I", out, at + 4, os.getpid())
+            found += 1
+    if found != 1:
+        raise ValueError(f"the signal filter names its own pid {found} times, not once")
+    return bytes(out)
 
 
 class _SockFprog(ctypes.Structure):

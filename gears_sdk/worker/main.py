@@ -83,6 +83,9 @@ def confine_self(sandbox: dict[str, Any]) -> dict[str, Any]:
     if program:
         confine.install_seccomp(base64.b64decode(program))
         applied["seccomp"] = True
+    signals = sandbox.get("seccomp_signals")
+    if signals:
+        confine.install_seccomp(confine.with_own_pid(base64.b64decode(signals)))
     return applied
 
 

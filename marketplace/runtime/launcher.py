@@ -143,6 +143,11 @@ def _seccomp_b64(allow_unix: bool) -> str:
     return base64.b64encode(seccomp.cached_filter(allow_unix)).decode("ascii")
 
 
+def _signal_filter_b64() -> str:
+    """The second seccomp program: signals only to the worker itself (see seccomp.py)."""
+    return base64.b64encode(seccomp.cached_signal_filter()).decode("ascii")
+
+
 def plan_strict(inst: Installation, *, bwrap: str, uid: int | None, data_dir: Path,
                 limits: ResourceLimits) -> LaunchPlan:
     """bubblewrap + dedicated uid + Landlock + seccomp + rlimits."""
@@ -190,7 +195,7 @@ def plan_strict(inst: Installation, *, bwrap: str, uid: int | None, data_dir: Pa
     read = [prefix, *(d for d in _LIB_DIRS if os.path.isdir(d)), _LD_CACHE, "/opt/gears"]
     sandbox = {"uid": uid, "gid": uid,
                "landlock": {"read": read, "write": [SANDBOX_DATA]},
-               "seccomp": _seccomp_b64(allow_unix=True)}
+               "seccomp": _seccomp_b64(allow_unix=True), "seccomp_signals": _signal_filter_b64()}
     return LaunchPlan(args, {}, str(data_dir), sandbox, SANDBOX_GEAR,
                       limits.rlimits(inst.manifest.limits.get("memory_mb", 128)), owner=uid)
 
@@ -234,6 +239,7 @@ def plan_standard(inst: Installation, *, uid: int | None, data_dir: Path, runtim
         # could not traverse the directories above it
         sandbox["landlock"] = {"read": read, "write": ["."]}
         sandbox["seccomp"] = _seccomp_b64(allow_unix=False)
+        sandbox["seccomp_signals"] = _signal_filter_b64()
     return LaunchPlan(_python_argv(python, lib), env, str(data_dir), sandbox, gear,
                       limits.rlimits(inst.manifest.limits.get("memory_mb", 128)),
                       user=uid, owner=uid if uid is not None else os.geteuid())

@@ -19,6 +19,13 @@ process hands power to someone else); System V IPC, whose objects live
 outside any mount or Landlock rule; and the calls that act on another
 process's limits, priority or scheduling (only ``pid 0``, "this process",
 passes the argument check).
+
+Signals get a second, small filter (:func:`build_signal_filter`): ``kill``,
+``tgkill`` and the like may only name pid 0 or the worker's own pid. A
+compiled filter cannot know that pid, so the program carries a placeholder
+that the worker overwrites with its own pid before installing it. This keeps
+a worker from signalling the engine or other processes even where the uid is
+shared and Landlock (ABI < 6) cannot scope signals.
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ import errno
 import os
 import platform
 import socket
+import struct
+import sys
 import tempfile
 from functools import cache
 from typing import Any
+
+from gears_sdk.worker.confine import SELF_PID_PLACEHOLDER
 
 CLONE_THREAD = 0x00010000
 _CLONE_NAMESPACES = {
@@ -73,6 +84,13 @@ OTHER_PROCESS_ARG0 = (
     "prlimit64", "sched_setscheduler", "sched_setparam", "sched_setaffinity", "sched_setattr",
     "migrate_pages", "move_pages",
 )
+
+#: Signal calls whose argument 0 is a pid (or thread group): only 0 or the worker's own pid.
+SIGNAL_ARG0 = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open")
+
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
 
 #: Syscalls newer than some libseccomp releases know by name; their numbers are
 #: shared by every architecture's unified table (all numbers >= 424).
@@ -118,7 +136,7 @@ def build_filter(*, allow_unix_sockets: bool = True) -> bytes:
 
 def _add_process_guards(sc: Any, filt: Any, eperm: int) -> None:
     """Metadata changes, SysV IPC, and acting on another process's limits or scheduling."""
-    for name in (*METADATA, *SYSV_IPC):
+    for name in (*METADATA, *SYSV_IPC, "pidfd_send_signal"):
         _add_required(sc, filt, eperm, name)
     for name in OTHER_PROCESS_ARG0:
         _add_required(sc, filt, eperm, name, sc.Arg(0, sc.NE, 0))
@@ -161,6 +179,45 @@ def _add(filt: object, action: int, name: str, *args: object) -> None:
             raise SeccompUnavailable(f"could not add the seccomp rule for {name}: {exc}") from exc
 
 
+def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def build_signal_filter() -> bytes:
+    """The signal filter: calls in :data:`SIGNAL_ARG0` only for pid 0 or the placeholder.
+
+    Assembled by hand because one libseccomp rule cannot compare an argument
+    twice. It checks no architecture: the main filter, installed first, kills
+    every foreign one, and the kernel applies the strictest verdict.
+    """
+    try:
+        import pyseccomp as sc
+    except (ImportError, OSError, RuntimeError) as exc:
+        raise SeccompUnavailable(f"pyseccomp/libseccomp is not usable: {exc}") from None
+    numbers = [n for n in (_syscall_number(sc, name) for name in SIGNAL_ARG0) if n is not None]
+    # seccomp_data: int nr; u32 arch; u64 ip; u64 args[6] -- pids are the low 32 bits
+    arg0 = 16 if sys.byteorder == "little" else 20
+    count = len(numbers)
+    prog = [_insn(_BPF_LD_W_ABS, 0)]
+    for i, nr in enumerate(numbers):  # match: jump to the pid check after "allow"
+        prog.append(_insn(_BPF_JEQ_K, nr, jt=count - i, jf=0))
+    prog += [
+        _insn(_BPF_RET_K, _SECCOMP_RET_ALLOW),
+        _insn(_BPF_LD_W_ABS, arg0),
+        _insn(_BPF_JEQ_K, 0, jt=2, jf=0),
+        _insn(_BPF_JEQ_K, SELF_PID_PLACEHOLDER, jt=1, jf=0),
+        _insn(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.EPERM),
+        _insn(_BPF_RET_K, _SECCOMP_RET_ALLOW),
+    ]
+    return b"".join(prog)
+
+
+@cache
+def cached_signal_filter() -> bytes:
+    """:func:`build_signal_filter`, built once per process."""
+    return build_signal_filter()
+
+
 @cache
 def cached_filter(allow_unix_sockets: bool = True) -> bytes:
     """:func:`build_filter`, built once per process."""
@@ -173,6 +230,7 @@ def available() -> tuple[bool, str]:
         return False, "not Linux"
     try:
         cached_filter()
+        cached_signal_filter()
     except SeccompUnavailable as exc:
         return False, str(exc)
     return True, "seccomp filter compiled with libseccomp"
