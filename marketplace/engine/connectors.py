@@ -243,14 +243,17 @@ def update_items(session: Session, workspace_id: int,
     unless the connector may write ``attributes`` as a whole.
     """
     ids = [values["item_id"] for values, _ in items]
+    now = utcnow()
+    created = set(ensure_rows(session, CatalogItem, "item_id", workspace_id, sorted(ids),
+                              {"title": "", "attributes": {}, "active": True,
+                               "updated_at": now}))
     rows = {r.item_id: r for r in session.scalars(select(CatalogItem).where(
         CatalogItem.workspace_id == workspace_id, CatalogItem.item_id.in_(ids)))}
-    now = utcnow()
     for values, record in items:
-        row = rows.get(values["item_id"])
-        if row is None:
-            row = CatalogItem(workspace_id=workspace_id, **values)
-            session.add(row)
+        row = rows[values["item_id"]]
+        if values["item_id"] in created:
+            for key, value in values.items():
+                setattr(row, key, value)
         else:
             for key in set(record) & (ITEM_FIELDS - {"id", "attributes"}):
                 setattr(row, key, values[key])
