@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -201,3 +202,140 @@ def dumps_checked(value: Any, limits: ValueLimits = DEFAULT_LIMITS) -> str:
     """``value`` as compact JSON after :func:`check_value` (never ``Infinity``)."""
     check_value(value, limits)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# -- reading back what was stored before the contract held -------------------------------
+
+#: Bounds for repairing stored JSON: deeper than anything a writer accepts today, well
+#: within what the recursive parser, ``copy.deepcopy`` and the encoders handle.
+READ_LIMITS = ValueLimits(max_depth=100, max_bytes=2**62, max_string=2**62, max_key=2**62,
+                          max_nodes=2**62)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: Any, limit: int | None = None) -> str:
+    """``text`` as a string that is valid Unicode without NUL (lone surrogates become U+FFFD),
+    cut to ``limit`` characters: for messages a gear wrote that end up stored or answered."""
+    text = text if isinstance(text, str) else str(text)
+    if limit is not None:
+        text = text[:limit]
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def finite_or_none(number: Any) -> float | int | None:
+    """A stored number as is when it is finite, else ``None`` (a float column holding ``inf``)."""
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None
+    return number
+
+
+def repair(value: Any, limits: ValueLimits = READ_LIMITS) -> Any:
+    """A copy of ``value`` that meets the contract's types, numbers, depth and Unicode.
+
+    For data stored before the contract was enforced, so reading it back never fails:
+    non-finite numbers, integers outside 64 bits, values nested deeper than
+    ``limits.max_depth`` and non-JSON types become ``None``; strings and keys lose NUL
+    characters and have lone surrogates replaced. Sizes are not cut. Iterative.
+    """
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
+    while stack:
+        item, parent, slot, depth = stack.pop()
+        out: Any
+        if item is None or isinstance(item, (bool, str)):
+            out = clean_text(item) if isinstance(item, str) else item
+        elif isinstance(item, int):
+            out = item if -MAX_INT <= item <= MAX_INT else None
+        elif isinstance(item, float):
+            out = item if math.isfinite(item) else None
+        elif isinstance(item, (dict, list)) and depth < limits.max_depth:
+            if isinstance(item, dict):
+                out = {}
+                for key, child in item.items():
+                    name = clean_text(key)
+                    out[name] = None
+                    stack.append((child, out, name, depth + 1))
+            else:
+                out = [None] * len(item)
+                for i, child in enumerate(item):
+                    stack.append((child, out, i, depth + 1))
+        else:
+            out = None
+        parent[slot] = out
+    return root[0]
+
+
+def clip_depth(text: str, max_depth: int) -> str:
+    """JSON ``text`` with every container nested deeper than ``max_depth`` replaced by
+    ``null``, in one linear pass (strings skipped), so the recursive parser never sees it."""
+    out: list[str] = []
+    depth = 0
+    skip_from = -1  # depth at which a skipped container began
+    in_string = escaped = False
+    start = 0
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if skip_from < 0 and depth > max_depth:
+                out.append(text[start:i])
+                out.append("null")
+                skip_from = depth
+        elif ch in "]}":
+            if skip_from == depth:
+                skip_from = -1
+                start = i + 1
+            depth -= 1
+    if skip_from < 0:
+        out.append(text[start:])
+    return "".join(out)
+
+
+def _none_constant(_name: str) -> None:
+    return None
+
+
+def _float_or_none(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def loads_stored(text: str | bytes) -> Any:
+    """Parse JSON read back from the database, repaired (see :func:`repair`).
+
+    ``Infinity``/``NaN`` (which SQLite kept as text) and overflowing numbers become
+    ``null``; text too deep for the recursive parser is clipped first. Used as the
+    database engine's JSON deserializer, so every JSON column is read this way.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        value = json.loads(text, parse_constant=_none_constant, parse_float=_float_or_none)
+    except RecursionError:
+        value = json.loads(clip_depth(text, READ_LIMITS.max_depth),
+                           parse_constant=_none_constant, parse_float=_float_or_none)
+    return repair(value)
+
+
+def dumps_stored(value: Any) -> str:
+    """JSON for a database column; refuses ``NaN``/``Infinity`` (PostgreSQL would too), so
+    SQLite never keeps what PostgreSQL cannot."""
+    return json.dumps(value, allow_nan=False)

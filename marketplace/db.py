@@ -30,6 +30,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
+from gears_sdk.values import dumps_stored, loads_stored
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Stable constraint names: Alembic needs them to alter or drop constraints,
@@ -114,7 +116,10 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url`` with the per-backend settings described above."""
     url = normalize_url(url)
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"future": True}
+    # every JSON column is read back repaired and written without NaN/Infinity (see
+    # gears_sdk.values): rows stored before the value contract held can never fail a request
+    kwargs: dict[str, Any] = {"future": True, "json_deserializer": loads_stored,
+                              "json_serializer": dumps_stored}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False,
                                   "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}

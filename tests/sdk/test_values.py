@@ -8,12 +8,19 @@ import pytest
 
 from gears_sdk.values import (
     DEFAULT_LIMITS,
+    READ_LIMITS,
     ValueLimits,
     ValueRejected,
     check_value,
+    clean_text,
+    clip_depth,
     dumps_checked,
+    dumps_stored,
+    finite_or_none,
     is_valid,
+    loads_stored,
     parse_json,
+    repair,
     text_depth,
 )
 
@@ -86,3 +93,44 @@ def test_dumps_checked_never_writes_infinity():
         dumps_checked({"x": float("inf")})
     assert json.loads(dumps_checked({"x": 1.5})) == {"x": 1.5}
     assert is_valid({"x": 1}) and not is_valid({"x": float("-inf")})
+
+
+def test_repair_makes_stored_values_meet_the_contract():
+    deep: object = "leaf"
+    for _ in range(600):
+        deep = [deep]
+    bad = {"inf": float("inf"), "nan": [float("nan")], "big": 10**30, "ok": 1.5,
+           "s": "a\x00b\ud800", "k\ud800": True, "deep": deep, "t": (1,)}
+    fixed = repair(bad)
+    assert is_valid(fixed, READ_LIMITS)
+    assert fixed["inf"] is None and fixed["nan"] == [None] and fixed["big"] is None
+    assert fixed["ok"] == 1.5 and fixed["s"] == "ab\ufffd" and fixed["k\ufffd"] is True
+    assert fixed["t"] is None
+    assert text_depth(json.dumps(fixed["deep"])) == READ_LIMITS.max_depth - 1
+    assert repair({"a": [1, {"b": "c"}]}) == {"a": [1, {"b": "c"}]}
+
+
+def test_loads_stored_reads_infinity_and_text_too_deep_for_the_parser():
+    assert loads_stored('{"a": Infinity, "b": -Infinity, "c": NaN, "d": 1e999, "e": 2.5}') \
+        == {"a": None, "b": None, "c": None, "d": None, "e": 2.5}
+    text = '{"x": "[{", "deep": ' + "[" * 100_000 + "]" * 100_000 + ', "y": [1]}'
+    value = loads_stored(text)
+    assert value["x"] == "[{" and value["y"] == [1]
+    assert text_depth(json.dumps(value)) <= READ_LIMITS.max_depth
+    assert loads_stored(b'{"s": "\\ud800"}') == {"s": "\ufffd"}
+
+
+def test_clip_depth_replaces_only_what_is_too_deep():
+    assert clip_depth('[[1], [[2, "]"]], 3]', 2) == '[[1], [null], 3]'
+    assert json.loads(clip_depth('{"a": {"b": {}}}', 1)) == {"a": None}
+    assert clip_depth('{"a": 1}', 1) == '{"a": 1}'
+
+
+def test_text_helpers():
+    assert clean_text("a\x00\udfffb", 3) == "a\ufffd"
+    assert clean_text(12) == "12"
+    assert [finite_or_none(x) for x in (1, 2.5, float("inf"), float("nan"), True, "1")] \
+        == [1, 2.5, None, None, None, None]
+    with pytest.raises(ValueError):
+        dumps_stored({"a": float("inf")})
+    assert dumps_stored({"a": 1}) == '{"a": 1}'
