@@ -44,6 +44,8 @@ class Health:
     disabled: bool = False
     reason: str | None = None
     last_error: str | None = None
+    #: failed calls by error code (``invalid_result``, ``timeout``...)
+    codes: dict[str, int] = field(default_factory=dict)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -54,24 +56,36 @@ class Health:
             self.latencies_ms.append(latency_ms)
 
     def failure(self, message: str, *, timeout: bool = False,
-                latency_ms: float | None = None) -> None:
+                latency_ms: float | None = None, code: str = "gear_error") -> None:
         """Count a failed call; trips the breaker on the threshold-th in a row."""
-        trip = None
         with self._lock:
             self.calls += 1
-            self.errors += 1
             self.timeouts += int(timeout)
-            self.consecutive_failures += 1
-            self.last_error = message
             if latency_ms is not None:
                 self.latencies_ms.append(latency_ms)
-            if not self.disabled and self.consecutive_failures >= self.threshold:
-                self.disabled = True
-                self.reason = (f"disabled after {self.consecutive_failures} consecutive "
-                               f"failures: {message}")
-                trip = self.reason
+            trip = self._failed(message, code)
         if trip and self.on_disable is not None:
             self.on_disable(self.installation, trip)
+
+    def refused(self, message: str, code: str) -> None:
+        """The engine refused what the last call (already counted) returned, when
+        applying it: that call becomes a failure, and counts toward the breaker."""
+        with self._lock:
+            trip = self._failed(message, code)
+        if trip and self.on_disable is not None:
+            self.on_disable(self.installation, trip)
+
+    def _failed(self, message: str, code: str) -> str | None:
+        self.errors += 1
+        self.codes[code] = self.codes.get(code, 0) + 1
+        self.consecutive_failures += 1
+        self.last_error = message
+        if not self.disabled and self.consecutive_failures >= self.threshold:
+            self.disabled = True
+            self.reason = (f"disabled after {self.consecutive_failures} consecutive "
+                           f"failures: {message}")
+            return self.reason
+        return None
 
     def restarted(self) -> None:
         with self._lock:
@@ -90,6 +104,6 @@ class Health:
                 "errors": self.errors, "timeouts": self.timeouts, "restarts": self.restarts,
                 "consecutive_failures": self.consecutive_failures,
                 "disabled": self.disabled, "reason": self.reason,
-                "last_error": self.last_error,
+                "last_error": self.last_error, "failures": dict(self.codes),
                 "p50_ms": _percentile(ordered, 0.50), "p99_ms": _percentile(ordered, 0.99),
             }

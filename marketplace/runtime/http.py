@@ -14,7 +14,11 @@ only if
   and certificate check keep the name, so DNS rebinding between check and
   connect is impossible;
 * redirects are followed by hand, each hop checked again like a new request;
-* the body stays under a size cap and the whole exchange under a time cap.
+* the body stays under a size cap and the whole exchange — name resolution
+  included — under a time cap: the system resolver cannot be interrupted, so
+  it runs in a thread the request stops waiting for at its deadline (at most
+  :data:`MAX_LOOKUPS` such threads per installation, so a gear naming slow
+  domains cannot pile them up).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json as jsonlib
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -37,6 +42,8 @@ ALLOW_PRIVATE_ENV = "GEARS_HTTP_ALLOW_PRIVATE_HOSTS"
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 MAX_TIMEOUT_S = 10.0
 MAX_REDIRECTS = 3
+#: Name lookups one installation may have running at once (each bounded by its deadline).
+MAX_LOOKUPS = 4
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DROP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _BLOCKED_NETS = tuple(ipaddress.ip_network(n) for n in (
@@ -104,13 +111,42 @@ class HostHttp:
         self.allow_private = frozenset(h.lower() for h in allow_private)
         self.max_bytes = max_bytes
         self.max_timeout = max_timeout
+        self._lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
 
-    def resolve(self, host: str, port: int) -> str:
-        """The address to connect to, after checking every address ``host`` has."""
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ConnectionError(f"cannot resolve {host}: {exc.strerror}") from None
+    def lookup(self, host: str, port: int, end: float | None = None) -> list[Any]:
+        """``getaddrinfo`` for ``host``, given up with ``TimeoutError`` at ``end``."""
+        if end is None:
+            end = time.monotonic() + self.max_timeout
+        if not self._lookups.acquire(timeout=max(0.0, end - time.monotonic())):
+            raise TimeoutError(f"resolving {host} ran out of time (earlier lookups are "
+                               "still running)")
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except BaseException as exc:  # handed to the waiting request
+                box["error"] = exc
+            finally:
+                self._lookups.release()
+                done.set()
+
+        threading.Thread(target=run, name=f"gears-dns-{host[:40]}", daemon=True).start()
+        if not done.wait(max(0.0, end - time.monotonic())):
+            raise TimeoutError(f"resolving {host} took longer than the request's deadline")
+        if "error" in box:
+            exc = box["error"]
+            if isinstance(exc, socket.gaierror):
+                raise ConnectionError(f"cannot resolve {host}: {exc.strerror}") from None
+            raise ConnectionError(f"cannot resolve {host}: {exc}") from None
+        infos: list[Any] = box["infos"]
+        return infos
+
+    def resolve(self, host: str, port: int, end: float | None = None) -> str:
+        """The address to connect to, after checking every address ``host`` has;
+        the lookup ends by ``end`` (a ``time.monotonic()`` value) or raises ``TimeoutError``."""
+        infos = self.lookup(host, port, end)
         addresses = [str(info[4][0]) for info in infos]
         if host.lower() not in self.allow_private:
             for addr in addresses:
@@ -162,7 +198,7 @@ class HostHttp:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        ip = self.resolve(host, port)
+        ip = self.resolve(host, port, end)
         remaining = end - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request ran out of time")

@@ -4,6 +4,11 @@ The rules themselves live in :mod:`gears_sdk.permissions`, shared with
 :mod:`gears_sdk.testing` so a gear author meets the same refusals in unit
 tests; this module applies them to the arguments the engine passes and to
 the values a worker returns (which are untrusted JSON until normalized).
+
+A worker's result is held, before anything else looks at it, to the value
+contract of :mod:`gears_sdk.values` (JSON types, finite numbers, bounded
+depth and size, valid Unicode), then to its hook's type (``from_value``); a
+violation is the installation's ``invalid_result``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from gears_sdk.types import (
     StreamInfo,
     WriteResult,
 )
+from gears_sdk.values import DEFAULT_LIMITS, ValueLimits, ValueRejected, check_value
+from gears_sdk.worker.protocol import MAX_MESSAGE_BYTES
 
 __all__ = ["filter_arguments", "host_allowed", "normalize_result", "patch_violations"]
 
@@ -41,6 +48,11 @@ RESULT_TYPES: dict[str, Any] = {
     "gear_render": RenderResult,
 }
 _LISTS = frozenset({"gear_streams", "gear_score_items"})
+#: What any result may be; a page of connector records may fill a whole message.
+RESULT_LIMITS = DEFAULT_LIMITS
+_HOOK_LIMITS: dict[str, ValueLimits] = {
+    "gear_read": DEFAULT_LIMITS.with_(max_bytes=MAX_MESSAGE_BYTES, max_nodes=500_000),
+}
 
 
 class ResultRefused(ValueError):
@@ -75,7 +87,7 @@ def filter_arguments(manifest: Manifest, kwargs: dict[str, Any]) -> dict[str, An
 
 
 def normalize_result(manifest: Manifest, hook: str, value: Any) -> Any:
-    """Type a worker's raw result for ``hook`` and enforce ``profile.write``.
+    """Check, type a worker's raw result for ``hook`` and enforce ``profile.write``.
 
     Raises :class:`ResultRefused`. ``None`` passes through: each hook's
     docstring says what "no result" means.
@@ -83,6 +95,11 @@ def normalize_result(manifest: Manifest, hook: str, value: Any) -> Any:
     cls = RESULT_TYPES.get(hook)
     if cls is None or value is None:
         return None if cls is None else value
+    try:
+        check_value(value, _HOOK_LIMITS.get(hook, RESULT_LIMITS))
+    except ValueRejected as exc:
+        raise ResultRefused(f"{hook} returned an invalid value ({exc.code}) at {exc.path}: "
+                            f"{exc.message}", "invalid_result") from None
     try:
         if hook in _LISTS:
             if not isinstance(value, list):
@@ -94,7 +111,6 @@ def normalize_result(manifest: Manifest, hook: str, value: Any) -> Any:
         raise ResultRefused(f"{hook} returned an invalid {cls.__name__}: {exc}",
                             "invalid_result") from None
     if isinstance(typed, ProfilePatch):
-        _check_patch_shape(hook, typed)
         write = manifest.permissions.profile.write
         bad = patch_violations(typed.paths(), write)
         if bad:
@@ -104,14 +120,3 @@ def normalize_result(manifest: Manifest, hook: str, value: Any) -> Any:
                 "the whole patch was refused", "patch_refused")
     return typed
 
-
-def _check_patch_shape(hook: str, patch: ProfilePatch) -> None:
-    ok = (isinstance(patch.set, dict) and isinstance(patch.unset, list)
-          and isinstance(patch.increment, dict)
-          and all(isinstance(p, str) for p in patch.unset)
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                  for v in patch.increment.values()))
-    if not ok:
-        raise ResultRefused(f"{hook} returned a malformed ProfilePatch (set and increment must "
-                            "be objects, unset a list of paths, increments numbers)",
-                            "invalid_result")

@@ -269,13 +269,14 @@ class Runtime:
         if isinstance(outcome, GearCallError):
             if (outcome.code not in ("too_large", "backoff")
                     or outcome.error_type == "ResultTooLarge"):
-                health.failure(outcome.message, timeout=outcome.code == "timeout")
+                health.failure(outcome.message, timeout=outcome.code == "timeout",
+                               code=outcome.code)
             return GearFailure(inst.id, inst.gear, outcome)
         try:
             value = normalize_result(inst.manifest, hook, outcome)
         except ResultRefused as exc:
             err = GearCallError(str(exc), installation=inst.id, gear=inst.gear, code=exc.code)
-            health.failure(err.message, latency_ms=latency_ms)
+            health.failure(err.message, latency_ms=latency_ms, code=exc.code)
             return GearFailure(inst.id, inst.gear, err)
         health.success(latency_ms)
         return GearResult(inst.id, inst.gear, value)
@@ -363,6 +364,13 @@ class Runtime:
             for i in indexes:
                 if out[i] is None:
                     out[i] = GearFailure(entry.inst.id, entry.inst.gear, exc)
+
+    def refuse(self, installation: str, code: str, message: str) -> None:
+        """Count a result the engine refused when applying it (a patch overflowing a
+        number or the profile's size) as ``installation``'s failure with ``code``."""
+        entry = self._entries.get(installation)
+        if entry is not None:
+            entry.health.refused(message, code)
 
     def enable(self, installation: str) -> None:
         """Re-enable an installation the circuit breaker disabled."""

@@ -1,6 +1,8 @@
 """The host's answers to a worker's ``ctx`` requests during a call.
 
-Everything arriving here comes from untrusted gear code: arguments are
+Everything arriving here comes from untrusted gear code: arguments are held
+to the value contract of :mod:`gears_sdk.values` (so nothing non-finite, too
+deep or invalid Unicode reaches ``ctx.state`` or a request) and
 type-checked, and every refusal travels back as an error the gear sees as a
 Python exception (``PermissionError``, ``ValueError``...). A refusal is the
 gear's problem, not a protocol violation, so the worker is not killed for it.
@@ -14,8 +16,13 @@ import logging
 from typing import Any
 
 from gears_sdk.permissions import secret_allowed
+from gears_sdk.values import DEFAULT_LIMITS, check_value
+from gears_sdk.worker.protocol import MAX_MESSAGE_BYTES
 from marketplace.runtime.http import HostHttp
 from marketplace.runtime.installation import Installation
+
+#: A request's arguments may fill a message (a large ``ctx.state`` value, a request body).
+ARGS_LIMITS = DEFAULT_LIMITS.with_(max_bytes=MAX_MESSAGE_BYTES)
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                "error": logging.ERROR}
@@ -50,6 +57,7 @@ class Services:
     def _dispatch(self, service: str, args: dict[str, Any], deadline: float) -> Any:
         if not isinstance(args, dict):
             raise TypeError("request arguments must be an object")
+        check_value(args, ARGS_LIMITS, "args")  # ValueRejected is a ValueError
         state = self.inst.state
         assert state is not None
         if service == "state.get":

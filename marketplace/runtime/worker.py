@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -30,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gears_sdk.values import clean_text
 from gears_sdk.worker.protocol import (
     PROTOCOL_VERSION,
     Channel,
@@ -83,6 +85,25 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
+
+
+def host_report(plan: LaunchPlan) -> dict[str, Any]:
+    """The confinement the host planned and launched a worker with, for the health API.
+
+    Built from the host's own launch plan, never from what the worker says about
+    itself: a gear's code may run before the report and could claim anything.
+    (A worker that fails to apply a step of the plan exits instead of starting.)
+    """
+    planned = plan.start_sandbox
+    uid = planned.get("uid") if planned.get("uid") is not None else plan.user
+    return {"uid": uid, "drop_caps": bool(planned.get("drop_caps")),
+            "landlock": planned.get("landlock") is not None,
+            "seccomp": bool(planned.get("seccomp")),
+            "rlimits": {_RLIMIT_NAMES.get(k, str(k)): v for k, v in plan.rlimits.items()},
+            "notes": list(plan.notes)}
+
+
+_RLIMIT_NAMES = {getattr(resource, n): n for n in dir(resource) if n.startswith("RLIMIT_")}
 
 
 class Worker:
@@ -188,9 +209,10 @@ class Worker:
             raise self._died(f"loading ({exc})", code="load_failed") from None
         if ready.get("op") != "ready":
             raise self._attribute(GearCallError, f"the gear failed to load: "
-                                  f"{ready.get('type')}: {ready.get('message')}",
+                                  f"{clean_text(ready.get('type'), 100)}: "
+                                  f"{clean_text(ready.get('message'), 2000)}",
                                   code="load_failed")
-        self.sandbox = dict(ready.get("sandbox") or {})
+        self.sandbox = host_report(plan)
 
     def _drain_stderr(self, stream: Any) -> None:
         """Gear output (print, tracebacks) becomes log lines attributed to the gear,
@@ -260,7 +282,7 @@ class Worker:
                                self.pid, exc)
 
     def _tail(self) -> str:
-        lines = [line for line in list(self.stderr_tail)[-8:] if line]
+        lines = [clean_text(line) for line in list(self.stderr_tail)[-8:] if line]
         return ("\n  " + "\n  ".join(lines)) if lines else ""
 
     def _reap(self, timeout: float = 5.0) -> int | None:
@@ -479,10 +501,10 @@ class Worker:
                   and type(message.get("index")) is type(index)):
                 if op == "result":
                     return message.get("value")
-                kind = str(message.get("type", "Exception"))[:100]
+                kind = clean_text(message.get("type", "Exception"), 100)
                 code = "too_large" if kind == "ResultTooLarge" else "gear_error"
                 raise self._attribute(GearCallError, f"{hook} raised {kind}: "
-                                      f"{str(message.get('message', ''))[:2000]}",
+                                      f"{clean_text(message.get('message', ''), 2000)}",
                                       code=code, error_type=kind)
             else:
                 raise ProtocolError(f"unexpected {op!r} message while waiting for a result")
