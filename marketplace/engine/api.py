@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
+from gears_sdk.values import ValueLimits, ValueRejected, parse_json
 from marketplace.auth import require_scope
 from marketplace.db import get_session
 from marketplace.engine import connectors, setup
@@ -29,6 +30,8 @@ from marketplace.models import Workspace
 bp = Blueprint("engine_api", __name__, url_prefix="/engine/v1/workspaces/<ws>")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: A body meets the value contract (finite numbers, bounded depth, valid Unicode...).
+BODY_LIMITS = ValueLimits(max_bytes=MAX_BODY_BYTES, max_nodes=2_000_000)
 
 
 def engine() -> EngineManager:
@@ -49,11 +52,17 @@ def body() -> Any:
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise MarketplaceError(413, "payload_too_large", f"send at most {MAX_BODY_BYTES} bytes "
                                "per request; split the batch")
-    data = request.get_json(silent=True)
-    if data is None:
+    if not request.is_json:
         raise MarketplaceError(400, "invalid_json", "the body must be JSON "
                                "(Content-Type: application/json)")
-    return data
+    try:
+        return parse_json(request.get_data(cache=True), BODY_LIMITS)
+    except ValueRejected as exc:
+        if exc.code == "invalid_json":
+            raise MarketplaceError(400, "invalid_json", "the body must be JSON "
+                                   "(Content-Type: application/json)") from None
+        raise invalid(f"the body breaks the value contract: {exc.message}",
+                      [problem(exc.path, exc.message, exc.code)], "invalid_value") from None
 
 
 def _int_arg(name: str, default: int, hi: int) -> int:
@@ -152,8 +161,9 @@ def connector_sync(ws: str, installation: str) -> tuple[Response, int]:
     if streams is not None and (not isinstance(streams, list)
                                 or not all(isinstance(s, str) for s in streams)):
         raise invalid("'streams' lists stream names", [problem("$.streams", "a list of names")])
-    run = connectors.sync(engine(), get_session(), w, installation, streams=streams)
-    return _done(run, 200 if run["status"] == "succeeded" else 502)
+    # a run the connector failed is still a 200: the run says why, and a gear can never
+    # make the engine answer 5xx
+    return _done(connectors.sync(engine(), get_session(), w, installation, streams=streams))
 
 
 @bp.get("/connectors/<installation>/runs")
@@ -186,8 +196,8 @@ def export_segment(ws: str, segment: str, installation: str) -> tuple[Response, 
     stream = data.get("stream") if isinstance(data, dict) else None
     if stream is not None and (not isinstance(stream, str) or not stream):
         raise invalid("'stream' names the destination stream", [problem("$.stream", "a name")])
-    out = connectors.export(engine(), get_session(), w, segment, installation, stream=stream)
-    return _done(out, 200 if out["ok"] else 502)
+    return _done(connectors.export(engine(), get_session(), w, segment, installation,
+                                   stream=stream))
 
 
 # -- segments and campaigns ---------------------------------------------------------------

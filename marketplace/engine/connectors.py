@@ -42,6 +42,7 @@ from marketplace.engine.models import (
     SyncRun,
     SyncStatus,
 )
+from marketplace.engine.profiles import PatchError, check_profile
 from marketplace.engine.upserts import ensure_rows
 from marketplace.engine.validation import ITEM_FIELDS, Problem, check_event, check_item, problem
 from marketplace.errors import MarketplaceError
@@ -120,6 +121,12 @@ def _apply_profiles(session: Session, workspace_id: int, records: list[tuple[int
         merged = good.setdefault(rec["user_id"], {"attributes": {}, "traits": {}})
         merged["attributes"].update(rec.get("attributes") or {})
         merged["traits"].update(rec.get("traits") or {})
+    for user, data in list(good.items()):
+        try:  # a record too large alone is refused before its profile row is created
+            check_profile(data)
+        except PatchError as exc:
+            problems.append(problem(f"$.records[user_id={user!r}]", str(exc), "too_large"))
+            del good[user]
     if not good:
         return 0
     ensure_rows(session, Profile, "user_id", workspace_id, sorted(good),
@@ -127,16 +134,23 @@ def _apply_profiles(session: Session, workspace_id: int, records: list[tuple[int
     rows = {r.user_id: r for r in session.scalars(select(Profile).where(
         Profile.workspace_id == workspace_id, Profile.user_id.in_(list(good))))}
     now = utcnow()
+    applied = 0
     for user, data in good.items():
         row = rows.get(user)
+        old = {"attributes": row.attributes or {}, "traits": row.traits or {}} if row else None
+        new = {k: {**(old or {}).get(k, {}), **data[k]} for k in ("attributes", "traits")}
+        try:
+            check_profile(new, old)
+        except PatchError as exc:
+            problems.append(problem(f"$.records[user_id={user!r}]", str(exc), "too_large"))
+            continue
+        applied += 1
         if row is None:
             session.add(Profile(workspace_id=workspace_id, user_id=user, created_at=now,
-                                updated_at=now, **data))
+                                updated_at=now, **new))
         else:
-            row.attributes = {**(row.attributes or {}), **data["attributes"]}
-            row.traits = {**(row.traits or {}), **data["traits"]}
-            row.updated_at = now
-    return len(good)
+            row.attributes, row.traits, row.updated_at = new["attributes"], new["traits"], now
+    return applied
 
 
 def upsert_items(session: Session, workspace_id: int, items: list[dict[str, Any]]) -> int:

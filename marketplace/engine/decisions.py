@@ -26,6 +26,7 @@ import nh3
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gears_sdk.values import finite_or_none
 from marketplace.engine.audience import ProfileCounter, profile_matches
 from marketplace.engine.manager import EngineManager, Outcome, WorkspaceGears
 from marketplace.engine.models import Campaign as CampaignRow
@@ -56,7 +57,7 @@ def sanitize(html: str | None) -> str | None:
 def item_doc(row: CatalogItem) -> dict[str, Any]:
     """A catalog item as gears and clients see it."""
     return {"id": row.item_id, "title": row.title, "category": row.category,
-            "price": row.price, "url": row.url, "image_url": row.image_url,
+            "price": finite_or_none(row.price), "url": row.url, "image_url": row.image_url,
             "attributes": row.attributes or {}}
 
 

@@ -141,8 +141,8 @@ class _Patch:
     patch: Any
 
 
-def _apply_results(results: list[Any], e: NewEvent, doc: dict[str, Any],
-                   result: IngestResult, patches: list[_Patch]) -> None:
+def _apply_results(engine: EngineManager, results: list[Any], e: NewEvent,
+                   doc: dict[str, Any], result: IngestResult, patches: list[_Patch]) -> None:
     for r in results:
         if isinstance(r, GearFailure):
             result.error(r.installation, r.gear, r.error.code, r.error.message)
@@ -150,7 +150,9 @@ def _apply_results(results: list[Any], e: NewEvent, doc: dict[str, Any],
             try:
                 apply_patch(doc, r.value)
             except PatchError as exc:
-                result.error(r.installation, r.gear, "patch_refused", str(exc))
+                # refused only once applied (an overflow, the size cap): the gear's counted failure
+                result.error(r.installation, r.gear, exc.code, str(exc))
+                engine.refuse(r.installation, exc.code, f"{r.gear}: {exc}")
                 continue
             patches.append(_Patch(e.event_id, e.user_id, r.installation, r.gear, r.value))
 
@@ -211,7 +213,7 @@ def _call_gears(engine: EngineManager, session: Session, wg: Any, fresh: list[Ne
             per_event = [caller(event=event, profile=doc, config=None, ctx=None)
                          for _, event, doc in staged]
         for (e, _, doc), results in zip(staged, per_event, strict=True):
-            _apply_results(results, e, doc, result, patches)
+            _apply_results(engine, results, e, doc, result, patches)
     return patches
 
 
@@ -294,7 +296,7 @@ def _replay(rows: dict[str, Profile], patches: list[_Patch], inserted: set[str],
                 changed.add(p.user_id)
             result.patches_applied += 1
         except PatchError as exc:  # the profile changed under a concurrent batch
-            result.error(p.installation, p.gear, "patch_refused", str(exc))
+            result.error(p.installation, p.gear, exc.code, str(exc))
     for user, row in rows.items():
         if user in changed:
             row.attributes, row.traits = docs[user]["attributes"], docs[user]["traits"]

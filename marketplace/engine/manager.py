@@ -382,6 +382,11 @@ class EngineManager:
             finally:
                 session.close()
 
+    def refuse(self, installation: str, code: str, message: str) -> None:
+        """Count a result refused when the engine applied it as ``installation``'s failure."""
+        if self._runtime is not None:
+            self._runtime.refuse(installation, code, message)
+
     def health(self, installation: str) -> dict[str, Any] | None:
         """The runtime's counters for ``installation``, or ``None`` when it is not running."""
         if self._runtime is None:
@@ -390,7 +395,8 @@ class EngineManager:
         if snap is None:
             return None
         return {k: snap[k] for k in ("calls", "errors", "timeouts", "restarts", "disabled",
-                                     "reason", "last_error", "p50_ms", "p99_ms", "level")}
+                                     "reason", "last_error", "failures", "p50_ms", "p99_ms",
+                                     "level")}
 
     def remove_data(self, installation: str) -> None:
         shutil.rmtree(self.data_root / installation, ignore_errors=True)

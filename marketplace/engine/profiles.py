@@ -9,9 +9,13 @@ when some installation declares it reads them, because it is the expensive
 part. The runtime cuts the document down to each gear's declared reads.
 
 Patches may only touch ``attributes.…`` and ``traits.…``: the runtime has
-already held them to the gear's declared write set; this module adds the
-engine's own rule that identity (``user_id``) and history (``events``) are
-never writable, whatever a manifest declares.
+already held them to the gear's declared write set and the value contract;
+this module adds the engine's own rule that identity (``user_id``) and
+history (``events``) are never writable, whatever a manifest declares, and
+checks what only applying reveals: the document after the patch must still
+meet the contract (an ``increment`` of 1e308 on 1e308 overflows to infinity)
+and stay within :data:`MAX_PROFILE_BYTES`. Such a patch is refused whole as
+the gear's ``invalid_result``.
 """
 
 from __future__ import annotations
@@ -25,15 +29,45 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gears_sdk.types import ProfilePatch
+from gears_sdk.values import DEFAULT_LIMITS, READ_LIMITS, ValueRejected, check_value
 from marketplace.engine.models import Event, Profile
 
 #: How many recent events a gear reading ``events`` receives.
 RECENT_EVENTS = 200
 WRITABLE_ROOTS = ("attributes", "traits")
+#: Largest profile document (its attributes and traits, as JSON); a patch or a
+#: connector record growing a profile past it is refused.
+MAX_PROFILE_BYTES = 256 * 1024
+#: The contract ``attributes`` and ``traits`` each meet after every change (sizes
+#: apart: see :func:`check_profile`); as deep as stored data is repaired to on reading,
+#: so a profile stored before the contract held never fails a later patch.
+PROFILE_LIMITS = DEFAULT_LIMITS.with_(max_depth=READ_LIMITS.max_depth, max_bytes=2**62,
+                                      max_string=MAX_PROFILE_BYTES, max_nodes=2**62)
 
 
 class PatchError(ValueError):
-    """A patch the engine refuses (a path outside attributes/traits, a non-number...)."""
+    """A patch the engine refuses: ``patch_refused`` (a path outside attributes/traits,
+    incrementing a non-number) or ``invalid_result`` (the result breaks the contract)."""
+
+    def __init__(self, message: str, code: str = "patch_refused"):
+        super().__init__(message)
+        self.code = code
+
+
+def check_profile(doc: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+    """Raise ``PatchError("invalid_result")`` when ``doc``'s attributes and traits break
+    the value contract or are larger than :data:`MAX_PROFILE_BYTES` (unless ``before``,
+    the document as it was, was already as large: a change never fails for old data)."""
+    try:
+        size = _size(doc)
+    except ValueRejected as exc:
+        raise PatchError(f"the profile would not be valid after this change ({exc.code} "
+                         f"at {exc.path}): {exc.message}", "invalid_result") from None
+    if size > MAX_PROFILE_BYTES:
+        was = _size(before) if before is not None else 0
+        if size > was:
+            raise PatchError(f"the profile would grow to about {size} bytes; the limit is "
+                             f"{MAX_PROFILE_BYTES}", "invalid_result")
 
 
 def iso(ts: datetime) -> str:
@@ -105,11 +139,16 @@ def _parent(doc: dict[str, Any], parts: list[str], create: bool) -> dict[str, An
     return node
 
 
+def _size(doc: dict[str, Any]) -> int:
+    return sum(check_value(doc.get(k) or {}, PROFILE_LIMITS, f"$.{k}") for k in WRITABLE_ROOTS)
+
+
 def apply_patch(doc: dict[str, Any], patch: ProfilePatch) -> bool:
     """Apply ``patch`` to the profile document in place; whether anything changed.
 
-    All paths are checked before anything changes, so a refused patch leaves
-    the document as it was.
+    A refused patch (:class:`PatchError`) leaves the document as it was: paths
+    are checked before anything changes, and the result is checked (see
+    :func:`check_profile`) before it is kept.
     """
     sets = [(_split(p), v) for p, v in patch.set.items()]
     unsets = [_split(p) for p in patch.unset]
@@ -135,4 +174,9 @@ def apply_patch(doc: dict[str, Any], patch: ProfilePatch) -> bool:
         node = _parent(doc, parts, create=True)
         assert node is not None
         node[parts[-1]] = node.get(parts[-1], 0) + amount
+    try:
+        check_profile(doc, before)
+    except PatchError:
+        doc.update(before)
+        raise
     return before != {k: doc.get(k) for k in WRITABLE_ROOTS}

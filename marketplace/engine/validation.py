@@ -15,6 +15,7 @@ from typing import Any
 
 from gears_sdk.patterns import compile as linear
 from gears_sdk.permissions import CATALOG_FIELDS, EVENT_TYPES
+from gears_sdk.values import finite_or_none
 from marketplace.db import utcnow
 from marketplace.errors import MarketplaceError
 
@@ -165,8 +166,8 @@ def check_item(raw: Any, path: str, problems: list[Problem]) -> dict[str, Any] |
         if raw.get(key) is not None and (not isinstance(raw[key], str) or len(raw[key]) > limit):
             problems.append(problem(f"{path}.{key}", f"a string of at most {limit} characters"))
     price = raw.get("price")
-    if price is not None and (not isinstance(price, (int, float)) or isinstance(price, bool)):
-        problems.append(problem(f"{path}.price", "a number"))
+    if price is not None and finite_or_none(price) is None:
+        problems.append(problem(f"{path}.price", "a finite number"))
     if not isinstance(raw.get("attributes", {}), dict):
         problems.append(problem(f"{path}.attributes", "an object"))
     if not isinstance(raw.get("active", True), bool):

@@ -127,3 +127,28 @@ def test_every_engine_route_is_documented(app, client):
     from openapi_spec_validator import validate
 
     validate(doc)
+
+
+def test_bodies_meet_the_value_contract(client, h):
+    """NaN, Infinity, values too deep and lone surrogates are refused with their path."""
+    deep = "[" * 600 + "]" * 600
+    bodies = {
+        '{"events": [{"user_id": "u1", "type": "view", "properties": {"x": NaN}}]}':
+            ("not_finite", "$"),
+        '{"events": [{"user_id": "u1", "type": "view", "properties": {"x": 1e999}}]}':
+            ("not_finite", "$"),
+        '{"events": [{"user_id": "u1", "type": "view", "properties": {"x": ' + deep + "}}]}":
+            ("too_deep", "$"),
+        '{"events": [{"user_id": "u1", "type": "view", "properties": {"x": "\\ud800"}}]}':
+            ("invalid_unicode", "$.events[0].properties.x"),
+    }
+    for raw, (code, path) in bodies.items():
+        resp = client.post(f"{BASE}/events", headers={**h, "Content-Type": "application/json"},
+                           data=raw)
+        assert resp.status_code == 422, (raw[:80], resp.status_code)
+        error = resp.get_json()["error"]
+        assert error["code"] == "invalid_value"
+        assert error["details"][0]["code"] == code and error["details"][0]["path"] == path
+    resp = client.post(f"{BASE}/events", headers={**h, "Content-Type": "application/json"},
+                       data="{nope")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_json"
