@@ -154,7 +154,9 @@ def shop(engine_app, people, publish, install, tmp_path) -> dict[str, Any]:
     ext = ["gear_on_event", "gear_score_items"]
     hostile = publish(write_gear(gears, "acme/hostile", "extension", ext, HOSTILE,
                                  write=["traits.big", "traits.deep", "traits.blob",
-                                        "traits.blob2"]))
+                                        "traits.blob2"],
+                                 permissions={"events": {"read": ["attack"]},
+                                              "catalog": {"read": ["category"]}}))
     benign = publish(write_gear(gears, "acme/benign", "extension", ext, BENIGN,
                                 write=["traits.seen"]))
     bad_template = publish(write_gear(gears, "acme/bad-template", "template", ["gear_render"],

@@ -83,7 +83,7 @@ def gear_on_event(event, profile, config, ctx):
 
 @hookimpl
 def gear_score_items(profile, items, config, ctx):
-    return SCORES[items[0]["attack"]]()
+    return SCORES[items[0]["id"]]()
 '''
 
 TEMPLATE = LOOSE + '''
@@ -158,13 +158,13 @@ def test_bad_patches_and_scores_are_counted_invalid_results(
     scores = ["nan", "list_id", "bool_score", "not_a_list"]
     for attack in scores:
         assert _refused(rt, inst.id, "gear_score_items", profile={},
-                        items=[{"id": "a", "attack": attack}]) == "invalid_result", attack
+                        items=[{"id": attack}]) == "invalid_result", attack
     assert _failures(rt, inst.id) == {"invalid_result": len(attacks) + len(scores)}
     # the same worker still answers good results, typed
     assert rt.call(inst.id, "gear_on_event", event={"attack": "fine"}, profile={}) == \
         ProfilePatch(set={"traits.out": 1})
     assert rt.call(inst.id, "gear_score_items", profile={},
-                   items=[{"id": "a", "attack": "fine"}]) == [ItemScore("a", 2.5)]
+                   items=[{"id": "fine"}]) == [ItemScore("a", 2.5)]
 
 
 def test_batched_bad_results_fail_alone(make_gear, installation, runtime_factory) -> None:
