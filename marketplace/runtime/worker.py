@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from gears_sdk.values import clean_text
@@ -100,6 +101,8 @@ def host_report(plan: LaunchPlan) -> dict[str, Any]:
             "landlock": planned.get("landlock") is not None,
             "seccomp": bool(planned.get("seccomp")),
             "rlimits": {_RLIMIT_NAMES.get(k, str(k)): v for k, v in plan.rlimits.items()},
+            "cgroup": ({"version": plan.cgroup.version, **asdict(plan.cgroup.limits)}
+                       if plan.cgroup is not None else None),
             "notes": list(plan.notes)}
 
 

@@ -258,7 +258,7 @@ def test_health_reports_the_sandbox_the_host_set_up(make_gear, installation,
     assert "landlock_abi" not in sandbox
     confined = rt.level in ("strict", "standard")
     assert sandbox["seccomp"] is confined and sandbox["landlock"] is confined
-    assert "RLIMIT_AS" in sandbox["rlimits"]
+    assert "RLIMIT_AS" in sandbox["rlimits"] and "cgroup" in sandbox
 
 
 SLOW_DNS = '''
