@@ -174,10 +174,16 @@ def filter_items(items: Any, read: Iterable[str]) -> Any:
 
 @enforces("events.read")
 def filter_event(event: Any, properties: Iterable[str]) -> Any:
-    """An event whose ``properties`` hold only the declared property names."""
-    if not isinstance(event, dict) or not isinstance(event.get("properties"), dict):
+    """An event whose ``properties`` hold only the declared property names.
+
+    Properties that are not an object (never stored by the engine) become ``{}``
+    rather than passing through unfiltered.
+    """
+    if not isinstance(event, dict) or "properties" not in event:
         return event
-    return {**event, "properties": filter_fields(event["properties"], properties)}
+    props = event["properties"]
+    return {**event, "properties": filter_fields(props, properties)
+            if isinstance(props, dict) else {}}
 
 
 @enforces("secrets")

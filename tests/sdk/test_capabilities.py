@@ -116,6 +116,7 @@ def test_events_keep_only_the_declared_properties() -> None:
     assert filter_event(event, [])["properties"] == {}
     assert filter_event(event, ["amount"]) == {**event, "properties": {"amount": 5}}
     assert filter_event(event, ["*"]) == event
+    assert filter_event({"type": "view", "properties": ["a@b.c"]}, ["*"])["properties"] == {}
 
 
 @pytest.mark.parametrize(("kind", "record", "declared", "paths"), [
