@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -41,6 +40,7 @@ from marketplace.engine.state import DbStateStore
 from marketplace.models import Gear, GearVersion, Workspace
 from marketplace.registry.signing import VersionSignature, keyring
 from marketplace.runtime import GearCallError, Installation, Runtime
+from marketplace.runtime.datadir import remove_data
 from marketplace.runtime.errors import SandboxError
 from marketplace.runtime.killswitch import KillListPoller
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
@@ -399,7 +399,11 @@ class EngineManager:
                                      "level")}
 
     def remove_data(self, installation: str) -> None:
-        shutil.rmtree(self.data_root / installation, ignore_errors=True)
+        """Delete the installation's data dir and its filesystem image for good."""
+        try:
+            remove_data(self.data_root / installation)
+        except OSError as exc:
+            log.error("could not remove the data of installation %s: %s", installation, exc)
 
     def close(self) -> None:
         """Stop every worker this manager started (the runtime itself lives on)."""

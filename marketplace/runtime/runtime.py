@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import resource
@@ -28,6 +29,13 @@ from typing import Any
 
 from gears_sdk.worker.protocol import BATCH_OVERHEAD_BYTES, MAX_MESSAGE_BYTES, dumps
 from marketplace.runtime.cgroups import CgroupError, CgroupHost, probe_cgroups
+from marketplace.runtime.datadir import (
+    DataQuota,
+    adopt_existing,
+    mount_quota,
+    probe_quota,
+    unmount_quota,
+)
 from marketplace.runtime.errors import GearCallError, GearDisabled, SandboxError
 from marketplace.runtime.health import DEFAULT_FAILURE_THRESHOLD, Health, OnDisable
 from marketplace.runtime.http import HostHttp, allowed_private_hosts_from_env
@@ -73,6 +81,8 @@ class _Entry:
     worker: Worker
     health: Health
     proxy: GearProxy | None = None
+    #: this runtime mounted the data dir's own filesystem (and unmounts it on stop)
+    mounted: bool = False
 
 
 class Runtime:
@@ -88,10 +98,13 @@ class Runtime:
                  failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
                  on_disable: OnDisable | None = None, limits: ResourceLimits | None = None,
                  allow_private_hosts: frozenset[str] | None = None,
-                 report: SandboxReport | None = None, cgroups: CgroupHost | None = None):
+                 report: SandboxReport | None = None, cgroups: CgroupHost | None = None,
+                 data_quota: DataQuota | None = None):
         self.report = report or probe_sandbox_level()
         #: where each worker's control group is made (v2, v1, or none: rlimits only)
         self.cgroups = cgroups or probe_cgroups()
+        #: the data dir's size and file-count quota, where the host can mount one
+        self.data_quota = (data_quota or DataQuota()) if probe_quota()[0] else None
         self.level = level or self.report.level
         self.min_level = min_level or default_min_level()
         check_level(self.level, "dev-unsafe", report=self.report)
@@ -192,18 +205,41 @@ class Runtime:
             uid = self._uid_for(inst.id)
             self._require_unprivileged(uid)
             data = self._data_dir(inst)
+            mounted = self._mount_data(inst, uid, data)
             health = Health(inst.id, self.failure_threshold, self.on_disable)
             services = Services(inst, HostHttp(inst.manifest.permissions.network,
                                                allow_private=self.allow_private_hosts))
             worker = Worker(inst, lambda: self._planner(inst, uid, data), services, health)
-            self._entries[inst.id] = _Entry(inst, worker, health)
+            self._entries[inst.id] = _Entry(inst, worker, health, mounted=mounted)
         try:
             worker.start()
         except GearCallError:
             with self._lock:
-                self._entries.pop(inst.id, None)
+                entry = self._entries.pop(inst.id, None)
+            if entry is not None:
+                self._unmount_data(entry)
             raise
         return worker
+
+    def _mount_data(self, inst: Installation, uid: int | None, data: Path) -> bool:
+        """Give the data dir its own size- and inode-limited filesystem (see datadir.py)."""
+        if self.data_quota is None or uid is None:
+            return False
+        try:
+            adopted = adopt_existing(data, self.data_quota, uid)
+            return mount_quota(data, self.data_quota, uid) or adopted
+        except OSError as exc:
+            raise GearCallError(f"could not mount the data dir with its quota: {exc}",
+                                installation=inst.id, gear=inst.gear,
+                                code="sandbox_failed") from None
+
+    def _unmount_data(self, entry: _Entry) -> None:
+        if entry.mounted and entry.inst.data_dir is not None:
+            try:
+                unmount_quota(entry.inst.data_dir)
+            except OSError as exc:
+                logging.getLogger("gears.runtime").error(
+                    "could not unmount the data dir of %s: %s", entry.inst.id, exc)
 
     def installation(self, installation: str) -> Installation:
         return self._entry(installation).inst
@@ -229,6 +265,7 @@ class Runtime:
         entry = self._entries.pop(installation, None)
         if entry is not None:
             entry.worker.stop()
+            self._unmount_data(entry)
 
     def close(self) -> None:
         """Stop every worker and remove the runtime's own scratch directory."""

@@ -100,6 +100,7 @@ def probe_sandbox_level() -> SandboxReport:
     from gears_sdk.worker import landlock
     from marketplace.runtime import seccomp
     from marketplace.runtime.cgroups import probe_cgroups
+    from marketplace.runtime.datadir import probe_quota
 
     notes: list[str] = []
     linux = sys.platform.startswith("linux")
@@ -129,6 +130,8 @@ def probe_sandbox_level() -> SandboxReport:
     cgroups = probe_cgroups()
     layers["cgroups"] = cgroups.version is not None
     notes.append(cgroups.reason)
+    layers["data_quota"], why = probe_quota()
+    notes.append(why)
     return SandboxReport(_best_level(layers), layers, tuple(notes), bwrap, cgroups.level)
 
 

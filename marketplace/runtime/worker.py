@@ -506,6 +506,9 @@ class Worker:
                     return message.get("value")
                 kind = clean_text(message.get("type", "Exception"), 100)
                 code = "too_large" if kind == "ResultTooLarge" else "gear_error"
+                if kind == "OSError" and str(message.get("message", "")).startswith(
+                        ("[Errno 28]", "[Errno 122]")):
+                    code = "data_quota"  # its data dir is full (size or file count)
                 raise self._attribute(GearCallError, f"{hook} raised {kind}: "
                                       f"{clean_text(message.get('message', ''), 2000)}",
                                       code=code, error_type=kind)

@@ -105,17 +105,20 @@ def flood(event, ctx):
 
 
 def fill_data(event):
-    """Write ``mib`` MiB into one file of the data dir."""
+    """Write ``mib`` MiB into the data dir, in files under RLIMIT_FSIZE."""
     chunk = b"\x5a" * MIB
     written = 0
     try:
-        with open(os.path.join(event["data"], "fill.bin"), "wb") as fh:
-            for _ in range(event["mib"]):
-                fh.write(chunk)
-                fh.flush()
-                written += 1
-            os.fsync(fh.fileno())
+        for n in range(0, event["mib"], 8):
+            with open(os.path.join(event["data"], "fill%d.bin" % n), "wb") as fh:
+                for _ in range(min(8, event["mib"] - n)):
+                    fh.write(chunk)
+                    fh.flush()
+                    written += 1
+                os.fsync(fh.fileno())
     except OSError as exc:
+        if event.get("raise"):
+            raise
         return {"ok": False, "errno": errno.errorcode.get(exc.errno, str(exc.errno)),
                 "detail": written}
     return {"ok": True, "detail": written}

@@ -10,6 +10,7 @@ with the probe's reason.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 
 from marketplace.runtime import GearCallError, Installation, Runtime
 from marketplace.runtime.cgroups import probe_cgroups
+from marketplace.runtime.datadir import DataQuota, image_for, probe_quota, remove_data
 from marketplace.runtime.launcher import SANDBOX_DATA, ResourceLimits
 from marketplace.runtime.output import OutputLimits, strip_controls
 from tests.marketplace.runtime.hostile_limits import HOSTILE_LIMITS_SOURCE, SLOW_IMPORT_SOURCE
@@ -43,7 +45,7 @@ class Abuser:
     level: str
 
     def abuse(self, name: str, **event: Any) -> dict[str, Any]:
-        data = SANDBOX_DATA if self.level == "strict" else str(self.inst.data_dir)
+        data = SANDBOX_DATA if self.level == "strict" else "."  # standard starts in it
         patch = self.runtime.call(self.inst.id, "gear_on_event",
                                   event={"abuse": name, "data": data, **event}, profile={})
         outcome: dict[str, Any] = patch.set["traits.outcome"]
@@ -186,6 +188,64 @@ def test_stopping_a_worker_removes_its_control_group(abuser: Abuser) -> None:
     assert all(d.is_dir() for d in dirs)
     abuser.runtime.stop(abuser.inst.id)
     assert not any(d.exists() for d in dirs)
+
+
+def _need_quota() -> None:
+    ok, why = probe_quota()
+    if not ok:
+        pytest.skip(why)
+
+
+def test_the_data_dir_is_a_filesystem_of_its_own_that_persists(abuser: Abuser) -> None:
+    _need_quota()
+    data = abuser.inst.data_dir
+    assert data is not None and os.path.ismount(data)
+    assert abuser.abuse("fill_data", mib=1) == {"ok": True, "detail": 1}
+    abuser.runtime.stop(abuser.inst.id)
+    assert not os.path.ismount(data) and image_for(data).is_file()
+    abuser.runtime.start(abuser.inst)
+    assert (data / "fill0.bin").stat().st_size == 1024 * 1024
+    abuser.runtime.stop(abuser.inst.id)
+    remove_data(data)
+    assert not data.exists() and not image_for(data).exists()
+
+
+def test_files_from_before_the_quota_move_into_the_data_dirs_filesystem(
+        make_gear, installation, runtime_factory) -> None:
+    _need_quota()
+    rt = runtime_factory()
+    inst = installation(make_gear(HOSTILE_LIMITS_SOURCE, write=("traits.outcome",)))
+    assert inst.data_dir is not None
+    (inst.data_dir / "old").mkdir(parents=True)
+    (inst.data_dir / "old" / "kept.txt").write_text("kept")
+    rt.start(inst)
+    assert os.path.ismount(inst.data_dir)
+    assert (inst.data_dir / "old" / "kept.txt").read_text() == "kept"
+    assert not inst.data_dir.with_name(inst.data_dir.name + ".old").exists()
+    rt.stop(inst.id)
+    assert not os.path.ismount(inst.data_dir)
+
+
+def test_writing_beyond_the_data_dir_size_fails_with_enospc(abuser: Abuser) -> None:
+    _need_quota()
+    quota = DataQuota().size_mb
+    outcome = abuser.abuse("fill_data", mib=2 * quota)
+    assert outcome["ok"] is False and outcome["errno"] == "ENOSPC", outcome
+    assert outcome["detail"] <= quota
+    # a gear that lets the error escape fails the call as data_quota (counted)
+    with pytest.raises(GearCallError) as info:
+        abuser.abuse("fill_data", mib=2 * quota, **{"raise": True})
+    assert info.value.code == "data_quota", info.value.message
+    assert "No space left on device" in info.value.message
+    assert abuser.runtime.health()[abuser.inst.id]["errors"] >= 1
+
+
+def test_creating_more_files_than_the_quota_fails_with_enospc(abuser: Abuser) -> None:
+    _need_quota()
+    files = DataQuota().files
+    outcome = abuser.abuse("many_files", count=3 * files)
+    assert outcome["ok"] is False and outcome["errno"] == "ENOSPC", outcome
+    assert outcome["detail"] < 2 * files  # mkfs rounds the inode table up a little
 
 
 def test_the_probe_reports_the_resource_limit_level() -> None:
