@@ -31,7 +31,7 @@ from typing import Any, TypeVar, cast
 from flask import current_app, g, request
 
 from marketplace.accounts.tokens import authenticate_token, hash_token, token_allows
-from marketplace.db import get_session
+from marketplace.db import COMMITTED, get_session
 from marketplace.errors import APIError
 from marketplace.models import ApiToken, User
 from marketplace.web.ratelimit import SlidingWindowLimiter
@@ -107,6 +107,7 @@ def current_token() -> ApiToken | None:
                 error="invalid_token"))
         if session.dirty:  # last_used_at moved on
             session.commit()
+            session.info.pop(COMMITTED, None)  # bookkeeping, not the request's change
     g.gears_token = token
     return token
 

@@ -16,6 +16,7 @@ gunicorn workers share the file). PostgreSQL URLs in any common spelling
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +27,14 @@ from typing import Any
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from gears_sdk.values import dumps_stored, loads_stored
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -142,10 +146,47 @@ class Database:
     sessionmaker: sessionmaker[Session]
 
 
+#: ``session.info`` key set while a commit is under way: when the connection dies then,
+#: the outcome is unknown (the server may have committed before the answer was lost).
+COMMITTING = "gears_committing"
+#: ``session.info`` key set once a commit succeeded: a connection lost afterwards (while
+#: the answer is built) must not be reported as "nothing was changed". Bookkeeping
+#: commits that are not the request's change (a token's ``last_used_at``) clear it.
+COMMITTED = "gears_committed"
+
+
+def _track_commits(factory: sessionmaker[Session]) -> None:
+    def before_commit(session: Session) -> None:
+        session.info[COMMITTING] = True
+
+    def after_commit(session: Session) -> None:
+        session.info.pop(COMMITTING, None)
+        session.info[COMMITTED] = True
+
+    def after_begin(session: Session, *_args: Any) -> None:
+        session.info.pop(COMMITTING, None)
+
+    event.listen(factory, "before_commit", before_commit)
+    event.listen(factory, "after_commit", after_commit)
+    event.listen(factory, "after_begin", after_begin)
+
+
+def commit_outcome_unknown(session: Session | None) -> bool:
+    """Whether ``session``'s last commit started and never finished (see :data:`COMMITTING`)."""
+    return bool(session is not None and session.info.get(COMMITTING))
+
+
+def committed_earlier(session: Session | None) -> bool:
+    """Whether ``session`` committed the request's change already (see :data:`COMMITTED`)."""
+    return bool(session is not None and session.info.get(COMMITTED))
+
+
 def init_app(app: Flask) -> None:
     """Create the app's engine and session factory; close request sessions at teardown."""
     engine = make_engine(app.config["DATABASE_URL"])
-    app.extensions["gears_db"] = Database(engine, sessionmaker(bind=engine))
+    factory = sessionmaker(bind=engine)
+    _track_commits(factory)
+    app.extensions["gears_db"] = Database(engine, factory)
     app.teardown_appcontext(_close_request_session)
 
 
@@ -165,14 +206,26 @@ def get_session() -> Session:
 
 
 def _close_request_session(exc: BaseException | None) -> None:
+    """Roll back and close the request's session.
+
+    This runs after the answer was made, outside the error handlers: a connection
+    the database killed meanwhile must not turn that answer into the server's bare
+    500, so a failure here is logged and the connection discarded instead.
+    """
     session: Session | None = g.pop("gears_session", None)
     if session is None:
         return
     try:
         if exc is not None:
             session.rollback()
-    finally:
         session.close()
+    except SQLAlchemyError as err:
+        log.warning("discarding a broken database connection at teardown: %s",
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        try:
+            session.invalidate()
+        except SQLAlchemyError:  # already as discarded as it can be
+            log.debug("invalidate after a failed close also failed", exc_info=True)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -191,19 +191,33 @@ def handle_database_error(exc: sa_exc.SQLAlchemyError) -> Response:
     SQLite reports a writer that held its lock past the busy timeout as
     ``database is locked``; PostgreSQL reports lock and serialization timeouts
     and deadlocks. Anything else operational (refused connection, server gone
-    away, pool exhausted) is ``database_unavailable``. Whatever the request
-    had changed was rolled back with its session, so retrying is safe.
+    away, pool exhausted) is ``database_unavailable``. The message tells the
+    truth about the change: "nothing was changed" only when no commit was under
+    way or done (the session rolled it back); "may or may not" when the
+    connection died during the commit; "was saved" when it died after it.
     """
     text = str(getattr(exc, "orig", None) or exc).lower()
     busy = any(word in text for word in _BUSY_WORDS)
     log.warning("database %s on %s %s: %s", "busy" if busy else "unavailable", request.method,
                 request.path, text.splitlines()[0] if text else type(exc).__name__)
-    if busy:
+    from marketplace.db import commit_outcome_unknown, committed_earlier
+
+    retry = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+    session = g.get("gears_session")
+    if busy:  # a lock or serialization refusal: the transaction was rolled back, never made
         return _render(503, "database_busy", "the database is busy with other writes; "
-                       "nothing was changed, try again in a moment", [],
-                       {"Retry-After": str(DATABASE_RETRY_AFTER)})
+                       "nothing was changed, try again in a moment", [], retry)
+    if commit_outcome_unknown(session):
+        # Lost while committing: the server may have saved it. Never claim it did not.
+        return _render(503, "database_unavailable", "the connection to the database was lost "
+                       "while saving; the change may or may not have been made: check its "
+                       "state before trying again", [], retry)
+    if committed_earlier(session):
+        return _render(503, "database_unavailable", "the change was saved, but the connection "
+                       "to the database was lost before the answer was complete: check its "
+                       "state instead of repeating it", [], retry)
     return _render(503, "database_unavailable", "the database is unavailable; nothing was "
-                   "changed, try again later", [], {"Retry-After": str(DATABASE_RETRY_AFTER)})
+                   "changed, try again later", [], retry)
 
 
 def init_app(app: Flask) -> None:

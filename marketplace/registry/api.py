@@ -68,8 +68,10 @@ def publish_gear() -> tuple[Response, int, dict[str, str]]:
         raise MarketplaceError(400, "missing_file", "send the .gear archive as the multipart "
                                "form field 'file'")
     upload = publishing.Upload(data=file.read(), user=v.user, token=v.token)  # type: ignore[arg-type]
-    version = publishing.publish(get_session(), get_store(), upload)
-    body = queries.version_json(version, base_url(), private=True)
+    session = get_session()
+    version = publishing.publish(session, get_store(), upload)
+    body = publishing.answer_for(session, version,
+                                 lambda row: queries.version_json(row, base_url(), private=True))
     return jsonify(body), 201, {"Location": body["url"]}
 
 

@@ -9,11 +9,13 @@ version (at worst an unreferenced blob, which ``marketplace gc`` removes).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from gears_sdk.archive import GearArchive, read_archive
@@ -21,6 +23,7 @@ from gears_sdk.errors import ArchiveError, ManifestError
 from gears_sdk.manifest import Manifest
 from gears_sdk.versions import precedence_key
 from marketplace import audit
+from marketplace.db import COMMITTING
 from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
 from marketplace.storage import BlobStore, StorageError
@@ -197,8 +200,81 @@ def _insert(
     audit.record(session, user, "version.publish", "version",
                  f"{manifest.name}@{manifest.version}", after=version_state(version))
     enqueue_vetting(session, version)
-    session.commit()
+    try:
+        session.commit()
+    except (OperationalError, InterfaceError):
+        found = committed_version(session, manifest.name, str(manifest.version), archive.sha256)
+        if found is None:
+            raise  # verified: nothing was published (the handler says so, busy or down)
+        return found
     return version
+
+
+def committed_version(session: Session, name: str, version: str,
+                      sha256: str) -> GearVersion | None:
+    """The outcome of a commit whose connection died: the server may have committed
+    before the answer was lost. Looks for the version row on a fresh connection: the
+    version when it is there, ``None`` when it is verifiably not, and ``503`` "unknown"
+    when the database cannot be asked — never "nothing was published" unchecked."""
+    try:
+        session.rollback()
+    except (OperationalError, InterfaceError):
+        session.invalidate()
+    row = _find_version(session, name, version, sha256)
+    if row is _UNKNOWN:
+        raise MarketplaceError(
+            503, "database_unavailable", f"the connection to the database was lost while "
+            f"saving {name} {version}, and it cannot be asked yet whether it was saved; check "
+            f"with `gears status {name} {version}` before publishing again",
+            headers={"Retry-After": "2"}) from None
+    session.info.pop(COMMITTING, None)  # the outcome is known now
+    return cast("GearVersion | None", row)
+
+
+def answer_for(session: Session, version: GearVersion,
+               render: Callable[[GearVersion], dict[str, Any]]) -> dict[str, Any]:
+    """``render(version)`` for a committed version, re-reading the row on a fresh
+    connection when the one the commit used dies while the answer is built: the
+    version is published, so the answer must say so."""
+    name, number, sha256 = version.gear.name, version.version, version.sha256
+    for _attempt in range(OUTCOME_ATTEMPTS):
+        try:
+            return render(version)
+        except (OperationalError, InterfaceError):
+            try:
+                session.rollback()
+            except (OperationalError, InterfaceError):
+                session.invalidate()
+            found = _find_version(session, name, number, sha256)
+            if isinstance(found, GearVersion):
+                version = found
+    raise MarketplaceError(
+        503, "database_unavailable", f"{name} {number} was published, but the connection to "
+        f"the database was lost before the answer was complete; `gears status {name} "
+        f"{number}` shows it", headers={"Retry-After": "2"})
+
+
+_UNKNOWN: Any = object()
+#: Attempts (0.2 s apart) to ask whether a commit whose connection died was made.
+OUTCOME_ATTEMPTS = 3
+
+
+def _find_version(session: Session, name: str, version: str, sha256: str) -> Any:
+    """The version row, ``None`` when there is none, or ``_UNKNOWN`` when the database
+    cannot be asked: each attempt on a fresh connection (the pool drops dead ones)."""
+    query = select(GearVersion).join(Gear).where(
+        Gear.name == name, GearVersion.version == version, GearVersion.sha256 == sha256)
+    for attempt in range(OUTCOME_ATTEMPTS):
+        try:
+            return session.scalar(query)
+        except (OperationalError, InterfaceError):
+            try:
+                session.rollback()
+            except (OperationalError, InterfaceError):
+                session.invalidate()
+            if attempt + 1 < OUTCOME_ATTEMPTS:
+                time.sleep(0.2)
+    return _UNKNOWN
 
 
 def enqueue_vetting(session: Session, version: GearVersion) -> None:
