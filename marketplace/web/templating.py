@@ -55,12 +55,13 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["date"] = date
     from gears_sdk.versions import Version
     from marketplace.workspaces import describe_capability
+    from marketplace.workspaces.capabilities import described
 
     app.jinja_env.add_extension("jinja2.ext.do")
     app.jinja_env.filters["compact"] = count
     app.jinja_env.globals.update(plural=plural, query_url=query_url, KIND_LABELS=KIND_LABELS,
                                  KIND_BLURBS=KIND_BLURBS,
-                                 describe_capability=describe_capability,
+                                 describe_capability=describe_capability, described=described,
                                  version_gt=lambda a, b: Version.parse(a) > Version.parse(b))
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
