@@ -89,6 +89,11 @@ def gear_read(stream: str, config: dict[str, JSON], cursor: JSON, ctx: Context) 
     step, so a failed sync resumes where the last good batch ended. Set
     ``has_more=True`` to be called again right away. Returning ``None`` is
     an empty batch with the cursor unchanged.
+
+    Records write only what the manifest declares: ``permissions.profile.write``
+    for a profile record's keys, ``permissions.catalog.write`` for an item
+    record's fields, ``permissions.events.write`` for an event record's type.
+    A record writing anything else is refused whole and listed in the sync run.
     """
 
 
@@ -117,7 +122,9 @@ def gear_on_event(
 
     Called for every event the workspace ingests, after the event is stored.
     ``profile`` holds only the fields the manifest declares under
-    ``permissions.profile.read``. Return a :class:`~gears_sdk.types.ProfilePatch`;
+    ``permissions.profile.read``; the ``properties`` of ``event`` (and of the
+    profile's ``events``) only the names under ``permissions.events.read``.
+    Return a :class:`~gears_sdk.types.ProfilePatch`;
     every path it touches must be in ``permissions.profile.write`` or the
     whole patch is refused and counted as a gear error. ``None`` means no
     change.
@@ -131,7 +138,8 @@ def gear_score_items(
     """Score catalog ``items`` for ``profile``; higher scores rank first.
 
     Called while answering a decision that shows items (recommendations).
-    Return a list of :class:`~gears_sdk.types.ItemScore`; items left out keep
+    Each item holds its ``id`` and only the fields the manifest declares under
+    ``permissions.catalog.read``. Return a list of :class:`~gears_sdk.types.ItemScore`; items left out keep
     a score of 0. ``None`` means "no opinion": the engine keeps its order.
     """
 
@@ -148,10 +156,11 @@ def gear_render(
     """Render personalized content for a profile at a placement.
 
     ``content`` is the campaign experience's content config (headline, items
-    chosen by the engine, ...). Return a :class:`~gears_sdk.types.RenderResult`
-    with ``html`` and/or ``data``. The engine sanitizes HTML before it leaves
-    the engine. ``None`` (or an exception) makes the engine fall back to the
-    campaign's default experience.
+    chosen by the engine, ...); its ``items`` hold their ``id`` and only the
+    fields the manifest declares under ``permissions.catalog.read``. Return a
+    :class:`~gears_sdk.types.RenderResult` with ``html`` and/or ``data``. The
+    engine sanitizes HTML before it leaves the engine. ``None`` (or an
+    exception) makes the engine fall back to the campaign's default experience.
     """
 
 
