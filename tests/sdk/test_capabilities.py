@@ -142,3 +142,27 @@ def test_connector_records_write_only_what_is_declared(kind, record, declared, p
     refusals = record_refusals(Permissions.from_dict(declared), kind, record)
     assert [p for p, _ in refusals] == paths
     assert all("permissions." in why for _, why in refusals)
+
+
+def _manifest(permissions: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "acme/x", "version": "1.0.0", "kind": "extension", "title": "X",
+            "summary": "x", "entrypoint": "x", "hooks": ["gear_on_event"],
+            "engine": ">=1.0.0 <2.0.0", "permissions": permissions}
+
+
+@pytest.mark.parametrize(("permissions", "problems"), [
+    ({"catalog": ["read", "write"], "events": ["read"]}, []),
+    ({"catalog": {"read": ["title", "attributes.*"], "write": ["*"]},
+      "events": {"read": ["amount", "items.*"], "write": ["purchase", "custom"]}}, []),
+    ({"catalog": {"write": ["pricey"]}}, ["$.permissions.catalog.write[0]"]),
+    ({"catalog": {"read": ["price"], "delete": ["*"]}}, ["$.permissions.catalog"]),
+    ({"events": {"write": ["refund"]}}, ["$.permissions.events.write[0]"]),
+    ({"events": {"read": ["a b"]}}, ["$.permissions.events.read[0]"]),
+    ({"events": ["reed"]}, ["$.permissions.events[0]"]),
+    ({"catalog": "read"}, ["$.permissions.catalog"]),
+])
+def test_the_manifest_schema_takes_both_forms_and_points_at_mistakes(permissions,
+                                                                     problems) -> None:
+    from gears_sdk.manifest import validate_manifest
+
+    assert [p.path for p in validate_manifest(_manifest(permissions))] == problems
