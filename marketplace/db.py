@@ -248,6 +248,32 @@ def ping(app: Flask | None = None) -> None:
         conn.execute(text("SELECT 1"))
 
 
+#: How long the write probe waits for SQLite's write lock before calling the database busy.
+PROBE_BUSY_TIMEOUT_MS = 1000
+
+
+def probe_write(app: Flask | None = None) -> None:
+    """Commit a write that changes nothing (``alembic_version`` set to itself); raises
+    when the database cannot take writes — read-only, a full disk, a read-only
+    replica, an unmigrated schema. A write lock held by someone else means the
+    database is busy, not broken, and passes. ``SELECT 1`` proves none of this."""
+    engine = database(app).engine
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={PROBE_BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            conn.commit()
+        except SQLAlchemyError as exc:
+            conn.rollback()
+            if "database is locked" not in str(exc).lower():
+                raise
+        finally:
+            if sqlite:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
 # -- migrations ---------------------------------------------------------------------------
 
 

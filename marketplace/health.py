@@ -1,9 +1,11 @@
 """``/healthz``: whether this replica can serve, for load balancers and operators.
 
-It checks the two things every request depends on, the database (``SELECT 1``)
-and the blob store (``check()``), and answers 200 when both work, 503 when one
-does not. Failure details go to the log; the response names only the failing
-part, so it leaks nothing about the deployment.
+It checks the two things every request depends on, and that both take writes:
+the database commits a write that changes nothing (:func:`marketplace.db.probe_write`),
+the blob store writes, syncs and removes a small file or checks its bucket
+(``check()``). It answers 200 when both work, 503 when one does not: a full or
+read-only disk is a replica that cannot publish. Failure details go to the log;
+the response names only the failing part, so it leaks nothing about the deployment.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify
 
 from marketplace.blobs import get_blob_store
-from marketplace.db import ping
+from marketplace.db import probe_write
 from marketplace.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ def _check(name: str, probe: Callable[[], Any]) -> dict[str, Any]:
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     checks = {
-        "database": _check("database", ping),
+        "database": _check("database", probe_write),
         "storage": _check("storage", lambda: get_blob_store().check()),
     }
     healthy = all(c["ok"] for c in checks.values())

@@ -141,8 +141,9 @@ def download(publisher: str, name: str, version: str) -> Any:
         raise MarketplaceError(500, "blob_missing", "the archive is missing from storage; "
                                "an operator has been alerted") from None
     except StorageError as exc:
-        raise MarketplaceError(503, "storage_unavailable", f"storage is unavailable: {exc}; "
-                               "try again later") from None
+        current_app.logger.warning("download of %s failed: %s", row.sha256, exc.message)
+        raise MarketplaceError(503, "storage_unavailable", f"storage is unavailable: "
+                               f"{exc.public_message}; try again later") from None
     resp = send_file(fh, mimetype=ARCHIVE_MIMETYPE, as_attachment=True, download_name=filename,
                      etag=row.sha256, conditional=True, max_age=31536000)
     resp.headers.update(headers)

@@ -9,6 +9,7 @@ version (at worst an unreferenced blob, which ``marketplace gc`` removes).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from marketplace.db import COMMITTING
 from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
 from marketplace.storage import BlobStore, StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,10 @@ def store_blob(store: BlobStore, sha256: str, data: bytes) -> None:
         if not store.verify(sha256):
             raise StorageError("the stored archive did not read back with its sha256")
     except StorageError as exc:
+        log.warning("publish: storing %s failed: %s", sha256, exc.message)
         raise MarketplaceError(
-            503, "storage_unavailable",
-            f"the archive could not be stored, nothing was published: {exc}; try again later",
+            503, "storage_unavailable", f"the archive could not be stored, nothing was "
+            f"published: {exc.public_message}; try again later",
         ) from None
 
 

@@ -16,6 +16,7 @@ created with ``O_EXCL`` and the loser of a race discards its key.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ from marketplace.runtime.signatures import ALGORITHM, SignedManifest, canonical_
 
 KEY_DIR = "signing"
 CURRENT = "current"
+
+log = logging.getLogger(__name__)
 
 
 class VersionSignature(Base):
@@ -182,8 +185,11 @@ def sign_version(session: Any, version: Any, ring: KeyRing, store: Any) -> Versi
     try:
         archive = read_archive(store.read(version.sha256))
     except (StorageError, OSError, ArchiveError) as exc:
+        log.warning("signing %s: cannot read the archive: %s", version.sha256, exc)
+        reason = exc.public_message if isinstance(exc, StorageError) else \
+            "the stored archive cannot be read"
         raise MarketplaceError(503, "storage_unavailable", f"cannot read the archive to sign "
-                               f"it: {exc}; nothing was changed, try again") from None
+                               f"it: {reason}; nothing was changed, try again") from None
     if archive.sha256 != version.sha256:
         raise MarketplaceError(500, "blob_mismatch", "the stored archive does not match the "
                                "version's sha256; it was not signed")

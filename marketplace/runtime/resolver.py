@@ -410,14 +410,17 @@ class DbCandidateSource:
         """A sentence saying why ``name`` has no installable version."""
         from sqlalchemy import select
 
-        from marketplace.models import Gear
+        from marketplace.models import Gear, VersionStatus
 
         gear = self.session.scalars(select(Gear).where(Gear.name == name)).first()
-        if gear is None:
+        released = [v for v in gear.versions
+                    if v.status is VersionStatus.approved] if gear is not None else []
+        if not released:
+            # Unreleased versions are the publisher's business: such a gear does not exist
+            # for anyone resolving (the registry answers 404 for it too).
             return f"there is no gear named {name}"
-        states = sorted(
-            "quarantined" if v.quarantined else "yanked" if v.yanked else v.status.value
-            for v in gear.versions)
+        states = sorted("quarantined" if v.quarantined else "yanked" if v.yanked else "approved"
+                        for v in released)
         summary = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "none"
         return f"{name} has no installable version (versions: {summary})"
 

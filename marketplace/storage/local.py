@@ -62,7 +62,8 @@ class LocalBlobStore(BlobStore):
         return StorageUnavailable(
             f"cannot {doing} in the blob directory {self.root}: {exc.strerror or exc} ({where}); "
             "check that it exists and is writable (`marketplace init` creates it) "
-            "and that GEARS_STORAGE_URL points at it"
+            "and that GEARS_STORAGE_URL points at it",
+            public=f"the blob store cannot {doing}: {exc.strerror or 'input/output error'}",
         )
 
     # -- writing ---------------------------------------------------------
@@ -173,6 +174,26 @@ class LocalBlobStore(BlobStore):
                 f"the temporary directory {self.tmp_dir} is not writable by this process; "
                 "fix its permissions"
             )
+        self._probe_write()
+
+    def _probe_write(self) -> None:
+        """Write, sync and remove one small file: modes and ``os.access`` say nothing
+        about a full disk, a read-only mount, or a root process."""
+        probe_dir = self.tmp_dir if self.tmp_dir.is_dir() else self.root
+        try:
+            fd, name = tempfile.mkstemp(prefix="health-", suffix=".probe", dir=probe_dir)
+        except OSError as exc:
+            raise self._unavailable(exc, "write a file")
+        try:
+            try:
+                os.write(fd, b"gears health probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._unavailable(exc, "write a file")
+        finally:
+            Path(name).unlink(missing_ok=True)
 
     def ensure(self) -> None:
         try:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from gears_sdk.errors import RangeError
 from gears_sdk.versions import parse_range, parse_version
 from marketplace.errors import MarketplaceError
-from marketplace.models import Gear, GearVersion, Workspace
+from marketplace.models import Gear, GearVersion, VersionStatus, Workspace
 from marketplace.runtime.resolver import (
     WORKSPACE,
     Cause,
@@ -90,9 +90,13 @@ def workspace_installations(session: Session, workspace: Workspace) -> list[Inst
 
 
 def find_gear(session: Session, gear_name: str) -> Gear:
-    """The gear called ``gear_name``; 404 ``gear_not_found`` otherwise."""
-    gear = session.scalar(select(Gear).where(Gear.name == gear_name)) \
-        if isinstance(gear_name, str) else None
+    """The gear called ``gear_name``; 404 ``gear_not_found`` otherwise.
+
+    A gear none of whose versions was ever approved does not exist here, exactly as
+    the registry answers 404 for it to anyone outside its publisher: a plan must not
+    tell a workspace member that another publisher's unreleased gear exists."""
+    gear = session.scalar(select(Gear).where(Gear.name == gear_name, Gear.versions.any(
+        GearVersion.status == VersionStatus.approved))) if isinstance(gear_name, str) else None
     if gear is None:
         raise MarketplaceError(404, "gear_not_found", f"there is no gear named {gear_name!r}",
                                [{"path": "$.gear", "message": "unknown gear",
