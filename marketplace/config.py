@@ -44,6 +44,9 @@ ENV_SETTINGS: dict[str, Callable[[str], Any]] = {
     "TOKEN_FAILURE_LIMIT": int,
     "TOKEN_FAILURE_WINDOW": float,
     "LOGIN_ACCOUNT_FAILURE_LIMIT": int,
+    # Where installations' data dirs (and their filesystem images) live; default
+    # <instance>/engine/data. Point it at a volume of its own.
+    "GEAR_DATA_PATH": str,
 }
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
@@ -72,6 +75,7 @@ def defaults(cwd: Path) -> dict[str, Any]:
         "TOKEN_FAILURE_LIMIT": 30,
         "TOKEN_FAILURE_WINDOW": 300.0,
         "LOGIN_ACCOUNT_FAILURE_LIMIT": 20,
+        "GEAR_DATA_PATH": None,
     }
 
 

@@ -350,6 +350,15 @@ def _usable(parent: Path) -> str | None:
     return None
 
 
+def _weigh(path: Path, per_cpu: int, most: int) -> None:
+    """Weigh the workers' shared parent like one task per CPU, not like one task:
+    under contention all workers together would otherwise get one thread's share."""
+    try:
+        _write(path, str(min(most, per_cpu * (os.cpu_count() or 1))))
+    except OSError:
+        pass
+
+
 def _probe_v2(v2: tuple[Path, str], own: dict[str, str]) -> CgroupHost | str:
     point, root = v2
     chosen = os.environ.get(PARENT_ENV, "").strip()
@@ -370,6 +379,7 @@ def _probe_v2(v2: tuple[Path, str], own: dict[str, str]) -> CgroupHost | str:
                        f"delegate a group and set {PARENT_ENV}")
     if problem is not None:
         return f"cgroup v2 unusable: {problem}"
+    _weigh(base / "cpu.weight", 100, 10_000)
     return CgroupHost("v2", f"cgroup v2 at {base}", {"unified": base})
 
 
@@ -389,6 +399,7 @@ def _probe_v1(v1: dict[str, tuple[Path, str]], own: dict[str, str]) -> CgroupHos
                 return f"cgroup v1 unusable: {problem}"
             continue
         parents[controller] = base
+    _weigh(parents["cpu"] / "cpu.shares", 1024, 262_144)
     names = ", ".join(parents)
     return CgroupHost("v1", f"cgroup v1 ({names}) under {parents['memory']}", parents)
 

@@ -169,11 +169,11 @@ class Runtime:
             plan = plan_standard(inst, uid=uid, data_dir=data, runtime_dir=self.root_dir,
                                  limits=self.limits, confined=self.level == "standard",
                                  stage=self.stage)
-        self._confine_resources(inst, plan)
         if plan.owner is not None and os.geteuid() == 0:
             # only the worker's own uid may enter the data dir (mode 0700)
             for path in (data, *data.rglob("*")):
                 os.lchown(path, plan.owner, plan.owner)
+        self._confine_resources(inst, plan)  # last: nothing after it can leak the group
         return plan
 
     def _confine_resources(self, inst: Installation, plan: LaunchPlan) -> None:

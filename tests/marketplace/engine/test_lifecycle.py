@@ -5,12 +5,15 @@ marking an installation failed (with health shown), and scheduled syncs by
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from marketplace.db import utcnow
+from marketplace.engine import get_engine
 from marketplace.engine.models import InstallationState, SyncRun, SyncSchedule
+from marketplace.runtime.datadir import image_for, probe_quota
 from marketplace.workspaces import Installation, get_installation, installation_json, uninstall
 from tests.marketplace.engine.conftest import auth, write_gear
 from tests.marketplace.engine.test_flow import CONNECTOR, source  # noqa: F401
@@ -79,6 +82,11 @@ def test_install_uninstall_and_schedule(engine_app, client, session, people, pub
     runs = client.get(f"{BASE}/connectors/{iid}/runs", headers=h).get_json()["runs"]
     assert runs[0]["streams"]["customers"]["records"] == 1
 
+    # the data dir is a filesystem of its own (an image, mounted while a worker runs)
+    data = get_engine(engine_app).data_root / iid
+    if probe_quota()[0]:
+        assert image_for(data).is_file()
+
     # uninstalling runs gear_uninstall, then deletes the state, schedule and runs
     uninstall(session, session.get(Installation, iid), people["member"])
     assert src.audience[-1] == {"bye": True}
@@ -86,6 +94,15 @@ def test_install_uninstall_and_schedule(engine_app, client, session, people, pub
     assert session.get(InstallationState, iid) is None
     assert session.get(SyncSchedule, iid) is None
     assert session.scalars(select(SyncRun)).all() == []
+    # ... and the data, filesystem image included
+    assert not data.exists() and not image_for(data).exists()
+
+
+def test_gear_data_path_moves_the_data_dirs(app, tmp_path: Path) -> None:
+    app.config["GEAR_DATA_PATH"] = str(tmp_path / "volume")
+    from marketplace.engine.manager import EngineManager
+
+    assert EngineManager(app).data_root == (tmp_path / "volume").resolve()
 
 
 def test_failing_install_and_breaker_mark_the_installation_failed(
