@@ -1,6 +1,7 @@
 """Serving the app with gunicorn (a production WSGI server, never Flask's dev server).
 
-Workers use the ``gthread`` class: requests are mostly short database and
+Workers use the ``gthread`` class (:class:`JsonErrorWorker`, which answers
+gunicorn's own 414/431/400 refusals in the JSON error shape): requests are mostly short database and
 storage calls, and threads keep memory low while a slow download or upload
 does not block a whole worker. Each worker opens its own database connections
 (the parent's pool is discarded after the fork).
@@ -8,15 +9,72 @@ does not block a whole worker. Each worker opens its own database connections
 
 from __future__ import annotations
 
+import json
 import os
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.gthread import ThreadWorker
 
 from marketplace.db import database
 
 DEFAULT_THREADS = 4
+
+#: gunicorn's own refusals of a request it could not parse, as (status, code, message).
+#: Checked in order: the first class that matches wins.
+PARSE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (http_errors.LimitRequestLine, 414, "uri_too_long",
+     "the request line is too long (at most 8190 bytes); send long parameters in a body"),
+    (http_errors.LimitRequestHeaders, 431, "headers_too_large",
+     "the request headers are too large or too many; send fewer or shorter headers"),
+    (http_errors.UnsupportedTransferCoding, 501, "not_implemented",
+     "this Transfer-Encoding is not supported"),
+    (http_errors.ForbiddenProxyRequest, 403, "forbidden", "proxy requests are not accepted"),
+    (http_errors.ExpectationFailed, 417, "expectation_failed",
+     "only 'Expect: 100-continue' is supported"),
+    (http_errors.ParseException, 400, "bad_request", "the request is not valid HTTP"),
+)
+
+
+def parse_error_answer(exc: BaseException) -> bytes | None:
+    """The JSON answer to a request gunicorn refused before the app saw it, or ``None``
+    for anything else (an application error keeps gunicorn's own handling).
+
+    Every error the registry gives is ``{"error": {"code", "message", "details"}}``;
+    gunicorn's built-in pages are HTML, so the worker answers these itself.
+    """
+    if isinstance(exc, (http_errors.InvalidResponseHeader,
+                        http_errors.InvalidResponseHeaderName)):
+        return None  # the application's fault, not the client's
+    for kind, status, code, message in PARSE_ERRORS:
+        if isinstance(exc, kind):
+            body = json.dumps({"error": {"code": code, "message": message, "details": []}})
+            reason = HTTPStatus(status).phrase
+            head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+                    "Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n")
+            return (head + body).encode("latin-1")
+    return None
+
+
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's threaded worker, answering its own parse errors (414, 431, 400 …) in
+    the registry's JSON error shape instead of gunicorn's HTML page."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        answer = parse_error_answer(exc)
+        if answer is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        try:
+            util.write_nonblock(client, answer)
+        except Exception:  # the client may be gone; nothing left to tell it
+            self.log.debug("Failed to send error message.")
 
 
 def default_workers() -> int:
@@ -53,7 +111,7 @@ def serve(app: Flask, *, host: str = "127.0.0.1", port: int = 8000,
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers or default_workers(),
-        "worker_class": "gthread",
+        "worker_class": "marketplace.server.JsonErrorWorker",
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 30,

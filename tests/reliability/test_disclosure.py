@@ -9,6 +9,7 @@ import os
 import stat
 
 import pytest
+import requests
 
 from tests.reliability.conftest import build_registry
 from tests.sdk.malicious import gear_zip
@@ -136,3 +137,21 @@ def test_storage_errors_do_not_show_host_paths(reg, monkeypatch):
     for answer in (resp, health):
         text = answer.get_data(as_text=True)
         assert str(reg.blob_dir) not in text and str(reg.blob_dir.parent) not in text, text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_gunicorns_own_refusals_are_json(live_registry):
+    reg = live_registry(GEARS_VETTING_INLINE_THREAD="0")
+    url = reg.start(workers=1)
+    too_long = requests.get(f"{url}/api/v1/gears?q={'a' * 10_000}", timeout=10)
+    too_big = requests.get(f"{url}/api/v1/gears", headers={"X-Big": "b" * 10_000}, timeout=10)
+    too_many = requests.get(f"{url}/api/v1/gears",
+                            headers={f"X-H{i}": "v" for i in range(120)}, timeout=10)
+    for resp, status in ((too_long, 414), (too_big, 431), (too_many, 431)):
+        assert resp.status_code == status, resp.text
+        assert resp.headers["Content-Type"] == "application/json"
+        error = resp.json()["error"]
+        assert error["code"] and error["message"] and error["details"] == []
+    # The server goes on answering.
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
