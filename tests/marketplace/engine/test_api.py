@@ -152,3 +152,12 @@ def test_bodies_meet_the_value_contract(client, h):
     resp = client.post(f"{BASE}/events", headers={**h, "Content-Type": "application/json"},
                        data="{nope")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_json"
+
+
+def test_nul_in_the_url_is_refused_alike_on_both_databases(client, h):
+    for url in (f"{BASE}/profiles/a%00b", f"{BASE}/catalog/items?category=a%00b",
+                f"{BASE}/segments/a%00b", f"{BASE}/connectors/a%00b/runs",
+                f"{BASE}/decisions?limit=1%00"):
+        resp = client.get(url, headers=h)
+        assert resp.status_code == 400, (url, resp.status_code)
+        assert resp.get_json()["error"]["code"] == "invalid_request"
