@@ -167,31 +167,25 @@ def text_depth(text: str | bytes) -> int:
     return deepest
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueRejected("not_finite", "$", f"{name} is not JSON (numbers must be finite)")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueRejected("not_finite", "$", f"the number {text[:40]} is out of range")
-    return number
+def _constant(name: str) -> float:
+    # ``NaN``/``Infinity`` (not JSON) and ``1e400`` (out of range) parse to non-finite
+    # floats that :func:`check_value` then refuses with their path (``$.items[3].price``).
+    return float(name)
 
 
 def parse_json(text: str | bytes, limits: ValueLimits = DEFAULT_LIMITS) -> Any:
     """Parse JSON ``text`` under the contract; :class:`ValueRejected` when it breaks it.
 
     Malformed JSON is ``code="invalid_json"``. The depth is checked before
-    parsing, so deeply nested input never reaches the recursive parser.
+    parsing, so deeply nested input never reaches the recursive parser. Every
+    other violation (``NaN``, ``1e400``, a lone surrogate) names its path.
     """
     if len(text) > limits.max_bytes:
         raise ValueRejected("too_large", "$", f"larger than {limits.max_bytes} bytes")
     if text_depth(text) > limits.max_depth:
         raise ValueRejected("too_deep", "$", f"nested more than {limits.max_depth} levels deep")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except ValueRejected:
-        raise
+        value = json.loads(text, parse_constant=_constant)
     except (ValueError, RecursionError) as exc:
         raise ValueRejected("invalid_json", "$", f"not valid JSON: {exc}") from None
     check_value(value, limits)

@@ -84,6 +84,15 @@ def test_parse_json_refuses_constants_overflow_and_depth_before_parsing():
     assert parse_json('{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
 
 
+def test_parse_json_names_the_path_of_a_number_out_of_range():
+    for text, path in [('{"items": [{"price": 1e400}]}', "$.items[0].price"),
+                       ('{"n": [NaN]}', "$.n[0]"), ('{"n": -Infinity}', "$.n"),
+                       ('{"n": 123456789012345678901234567890}', "$.n")]:
+        with pytest.raises(ValueRejected) as info:
+            parse_json(text)
+        assert info.value.path == path, text
+
+
 def test_text_depth_skips_brackets_inside_strings():
     assert text_depth('{"a": "[[[[\\"[[", "b": [1]}') == 2
 
