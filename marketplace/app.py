@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from marketplace import blobs, db, errors
+from marketplace import blobs, db, errors, http_input
 from marketplace.config import load_settings
 
 #: Domain packages, each exposing ``init_app(app)`` that registers its blueprint(s).
@@ -69,6 +69,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["SESSION_COOKIE_SECURE"] = base_url.startswith("https://")
 
     errors.init_app(app)
+    http_input.init_app(app)
     db.init_app(app)
     blobs.init_app(app)
     for module_name in BLUEPRINT_MODULES:

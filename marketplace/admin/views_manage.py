@@ -13,6 +13,7 @@ from marketplace.admin import accounts
 from marketplace.admin.access import act, admin, admin_required
 from marketplace.audit import SystemActor
 from marketplace.db import get_session
+from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, AuditEntry, Publisher, Role, User
 
 bp = Blueprint("admin_manage", __name__, url_prefix="/admin")
@@ -20,14 +21,36 @@ bp = Blueprint("admin_manage", __name__, url_prefix="/admin")
 PER_PAGE = 50
 
 
+#: Dates the audit filter accepts: the log cannot hold anything outside them.
+MIN_DATE, MAX_DATE = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+MAX_PAGE = 1_000_000
+
+
 def _date(name: str) -> datetime | None:
+    """``YYYY-MM-DD`` from :data:`MIN_DATE` to :data:`MAX_DATE`; 400 otherwise."""
     raw = (request.args.get(name) or "").strip()
     if not raw:
         return None
     try:
-        return datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        return None
+        day = None
+    if day is None or not MIN_DATE <= day < MAX_DATE:
+        raise _bad_filter(name, "a date YYYY-MM-DD between 1970 and 8999")
+    return day
+
+
+def _page() -> int:
+    raw = (request.args.get("page") or "1").strip()
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 7 and 1 <= int(raw) <= MAX_PAGE):
+        raise _bad_filter("page", f"a page number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def _bad_filter(name: str, what: str) -> MarketplaceError:
+    return MarketplaceError(400, "invalid_parameter", f"'{name}' must be {what}",
+                            [{"path": f"query.{name}", "message": f"must be {what}",
+                              "code": "invalid_parameter"}])
 
 
 #: Non-person actors the audit filter accepts by name (``system`` matches all of them).
@@ -60,7 +83,7 @@ def audit_log() -> str:
     if until:
         stmt = stmt.where(AuditEntry.at < until + timedelta(days=1))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = _page()
     entries = session.scalars(stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
                               .offset((page - 1) * PER_PAGE).limit(PER_PAGE)).all()
     actions = session.scalars(select(AuditEntry.action).distinct().order_by(

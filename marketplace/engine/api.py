@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from gears_sdk.values import ValueLimits, ValueRejected, parse_json
+from gears_sdk.values import ValueLimits
 from marketplace.auth import require_scope
 from marketplace.db import get_session
 from marketplace.engine import connectors, setup
@@ -25,6 +25,7 @@ from marketplace.engine.queries import catalog_page, decision_json, profile_view
 from marketplace.engine.scheduler import schedule_json, set_schedule
 from marketplace.engine.validation import check_event_batch, check_item_batch, invalid, problem
 from marketplace.errors import MarketplaceError
+from marketplace.http_input import json_body
 from marketplace.models import Workspace
 
 bp = Blueprint("engine_api", __name__, url_prefix="/engine/v1/workspaces/<ws>")
@@ -48,21 +49,11 @@ def workspace(ws: str) -> Workspace:
     return row
 
 
-def body() -> Any:
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise MarketplaceError(413, "payload_too_large", f"send at most {MAX_BODY_BYTES} bytes "
-                               "per request; split the batch")
-    if not request.is_json:
-        raise MarketplaceError(400, "invalid_json", "the body must be JSON "
-                               "(Content-Type: application/json)")
-    try:
-        return parse_json(request.get_data(cache=True), BODY_LIMITS)
-    except ValueRejected as exc:
-        if exc.code == "invalid_json":
-            raise MarketplaceError(400, "invalid_json", "the body must be JSON "
-                                   "(Content-Type: application/json)") from None
-        raise invalid(f"the body breaks the value contract: {exc.message}",
-                      [problem(exc.path, exc.message, exc.code)], "invalid_value") from None
+def body(*, optional: bool = False) -> Any:
+    """The JSON body under the one input contract (:mod:`marketplace.http_input`), at
+    most :data:`MAX_BODY_BYTES` counted as it arrives; ``{}`` when ``optional`` and empty."""
+    data = json_body(max_bytes=MAX_BODY_BYTES, limits=BODY_LIMITS, optional=optional)
+    return {} if data is None else data
 
 
 def _int_arg(name: str, default: int, hi: int) -> int:
@@ -156,7 +147,7 @@ def connector_check(ws: str, installation: str) -> tuple[Response, int]:
 @bp.post("/connectors/<installation>/sync")
 def connector_sync(ws: str, installation: str) -> tuple[Response, int]:
     w = workspace(ws)
-    data = request.get_json(silent=True) if request.content_length else {}
+    data = body(optional=True)
     streams = data.get("streams") if isinstance(data, dict) else None
     if streams is not None and (not isinstance(streams, list)
                                 or not all(isinstance(s, str) for s in streams)):
@@ -192,7 +183,7 @@ def put_schedule(ws: str, installation: str) -> tuple[Response, int]:
 @bp.post("/segments/<segment>/export/<installation>")
 def export_segment(ws: str, segment: str, installation: str) -> tuple[Response, int]:
     w = workspace(ws)
-    data = request.get_json(silent=True) if request.content_length else {}
+    data = body(optional=True)
     stream = data.get("stream") if isinstance(data, dict) else None
     if stream is not None and (not isinstance(stream, str) or not stream):
         raise invalid("'stream' names the destination stream", [problem("$.stream", "a name")])

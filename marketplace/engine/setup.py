@@ -29,6 +29,7 @@ from marketplace.models import Gear, Workspace
 from marketplace.workspaces.models import Installation as InstallationRow
 
 MAX_EXPERIENCES = 20
+MAX_PRIORITY = 1_000_000
 
 
 def _title(body: dict[str, Any], problems: list[Problem]) -> str:
@@ -146,16 +147,22 @@ def _experiences(session: Session, workspace: Workspace, raw: Any,
             continue
         for key in sorted(set(exp) - {"name", "segment", "installation", "content"}):
             problems.append(problem(f"{path}.{key}", f"unknown field {key!r}"))
-        check_name(exp.get("name"), f"{path}.name", problems)
-        if exp.get("name") in names:
+        # References are strings before they are looked up: a list or an object is
+        # refused with its path, never hashed into a 500.
+        name = exp.get("name")
+        check_name(name, f"{path}.name", problems)
+        if isinstance(name, str) and name in names:
             problems.append(problem(f"{path}.name", "two experiences have this name"))
-        names.add(exp.get("name"))
+        names.add(name if isinstance(name, str) else "")
         seg = exp.get("segment")
-        if seg is not None and seg not in segments:
+        if seg is not None and (not isinstance(seg, str) or seg not in segments):
             problems.append(problem(f"{path}.segment", f"no segment {seg!r} in this workspace "
                                     "(null means everyone)"))
         inst = exp.get("installation")
-        if not isinstance(inst, str) or kinds.get(inst) != "template":
+        if not isinstance(inst, str):
+            problems.append(problem(f"{path}.installation", "the id (a string) of a template "
+                                    "installed in this workspace"))
+        elif kinds.get(inst) != "template":
             problems.append(problem(f"{path}.installation",
                                     "the id of a template installed in this workspace"
                                     if inst not in kinds else "this installation is not a "
@@ -190,8 +197,10 @@ def put_campaign(session: Session, workspace: Workspace, name: str, body: Any) -
         problems.append(problem(f"$.{key}", f"unknown field {key!r}"))
     check_name(body.get("placement"), "$.placement", problems)
     priority = body.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        problems.append(problem("$.priority", "a whole number (higher wins)"))
+    if not isinstance(priority, int) or isinstance(priority, bool) \
+            or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        problems.append(problem("$.priority", f"a whole number from -{MAX_PRIORITY} to "
+                                f"{MAX_PRIORITY} (higher wins)"))
     active = body.get("active", True)
     if not isinstance(active, bool):
         problems.append(problem("$.active", "true or false"))

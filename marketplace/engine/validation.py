@@ -56,15 +56,22 @@ def _str(value: Any, path: str, max_len: int, problems: list[Problem], *,
                                 "characters"))
 
 
+#: The earliest event time accepted; the latest is a day after now.
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def parse_timestamp(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp as aware UTC (naive means UTC); ``None`` if unparsable."""
-    if not isinstance(value, str):
+    """An ISO 8601 timestamp as aware UTC (naive means UTC); ``None`` if unparsable or
+    before :data:`MIN_TIMESTAMP` (``9999-12-31T23:59:59-01:00`` overflows when converted
+    to UTC: refused, not a 500)."""
+    if not isinstance(value, str) or len(value) > 64:
         return None
     try:
         ts = datetime.fromisoformat(value)
-    except ValueError:
+        ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
+    return ts if ts >= MIN_TIMESTAMP else None
 
 
 @dataclass
@@ -110,8 +117,8 @@ def check_event(raw: Any, path: str, problems: list[Problem], now: datetime) -> 
     if "timestamp" in raw:
         parsed = parse_timestamp(raw["timestamp"])
         if parsed is None:
-            problems.append(problem(f"{path}.timestamp", "must be an ISO 8601 timestamp such "
-                                    "as 2024-03-10T12:00:00Z"))
+            problems.append(problem(f"{path}.timestamp", "must be an ISO 8601 timestamp after "
+                                    "1970 such as 2024-03-10T12:00:00Z"))
         elif parsed > now + FUTURE_TOLERANCE:
             problems.append(problem(f"{path}.timestamp", "is more than a day in the future",
                                     "future_timestamp"))

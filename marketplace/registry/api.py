@@ -10,6 +10,7 @@ from marketplace.auth import current_token, current_user
 from marketplace.blobs import get_blob_store as get_store
 from marketplace.db import get_session
 from marketplace.errors import APIError, MarketplaceError
+from marketplace.http_input import json_body
 from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
@@ -151,10 +152,7 @@ def download(publisher: str, name: str, version: str) -> Any:
 
 
 def _reason_from_body() -> str | None:
-    body = request.get_json(silent=True)
-    if body is None and request.data:
-        raise MarketplaceError(400, "invalid_json", "the request body must be JSON like "
-                               '{"reason": "..."}')
+    body = json_body(optional=True)
     if body is not None and not isinstance(body, dict):
         raise MarketplaceError(400, "invalid_json", "the request body must be a JSON object")
     reason = (body or {}).get("reason")

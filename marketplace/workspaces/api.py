@@ -16,6 +16,7 @@ from marketplace.accounts import get_workspace, token_allows
 from marketplace.auth import require_token
 from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
+from marketplace.http_input import json_body
 from marketplace.models import User, Workspace
 from marketplace.workspaces import service
 from marketplace.workspaces.planning import plan_install
@@ -47,7 +48,7 @@ def _workspace(name: str) -> tuple[Workspace, User]:
 
 
 def _body(allowed: set[str]) -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise MarketplaceError(400, "invalid_json", "the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)

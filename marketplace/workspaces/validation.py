@@ -21,9 +21,12 @@ from jsonschema.exceptions import ValidationError
 from gears_sdk.manifest import json_path, secret_fields
 from gears_sdk.patterns import LinearValidator
 from gears_sdk.patterns import compile as linear
+from gears_sdk.values import DEFAULT_LIMITS, ValueRejected, check_value
 
 #: A config larger than this (as JSON) is refused: configs are settings, not data.
 MAX_CONFIG_BYTES = 64 * 1024
+#: An installation config: 64 KiB, 16 levels, finite numbers, valid Unicode.
+CONFIG_LIMITS = DEFAULT_LIMITS.with_(max_bytes=MAX_CONFIG_BYTES, max_depth=16)
 
 Problem = dict[str, str]
 
@@ -165,9 +168,10 @@ def validate_config(manifest: dict[str, Any], config: Any
     if not isinstance(config, dict):
         return {}, {}, [{"path": "$", "message": "the config must be a JSON object",
                          "code": "schema.type"}]
-    if len(json.dumps(config, default=str)) > MAX_CONFIG_BYTES:
-        return {}, {}, [{"path": "$", "message": f"the config is larger than "
-                         f"{MAX_CONFIG_BYTES // 1024} KiB", "code": "too_large"}]
+    try:  # the one contract for values crossing a trust boundary, before any schema work
+        check_value(config, CONFIG_LIMITS)
+    except ValueRejected as exc:
+        return {}, {}, [{"path": exc.path, "message": exc.message, "code": exc.code}]
     schema = config_schema_of(manifest)
     secret_names = set(secret_fields(schema))
     full = apply_defaults(schema, config)
