@@ -37,6 +37,11 @@ ENV_SETTINGS: dict[str, Callable[[str], Any]] = {
     "SECRET_KEY": str,
     "MAX_UPLOAD_MB": int,
     "BASE_URL": str,
+    "S3_CONNECT_TIMEOUT": float,
+    "S3_READ_TIMEOUT": float,
+    "S3_MAX_ATTEMPTS": int,
+    "STORAGE_BREAKER_FAILURES": int,
+    "STORAGE_BREAKER_SECONDS": float,
     # Earlier secret keys, comma-separated: still accepted for decryption after a rotation.
     "SECRET_KEY_FALLBACKS": lambda value: [k.strip() for k in value.split(",") if k.strip()],
     # Proxy hops in front of the server whose X-Forwarded-For/-Proto are believed (0: none).
@@ -70,6 +75,13 @@ def defaults(cwd: Path) -> dict[str, Any]:
         "SECRET_KEY": None,
         "MAX_UPLOAD_MB": 16,
         "BASE_URL": None,
+        # Storage calls fail in seconds, and a store that keeps failing is skipped
+        # (fails fast) for a while: see marketplace.storage.breaker.
+        "S3_CONNECT_TIMEOUT": 2.0,
+        "S3_READ_TIMEOUT": 10.0,
+        "S3_MAX_ATTEMPTS": 2,
+        "STORAGE_BREAKER_FAILURES": 3,
+        "STORAGE_BREAKER_SECONDS": 30.0,
         "TESTING": False,
         "TRUSTED_PROXIES": 0,
         "TOKEN_FAILURE_LIMIT": 30,

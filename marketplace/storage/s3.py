@@ -60,17 +60,28 @@ class _MissingBucket(StorageUnavailable):
     """The bucket does not exist (``ensure`` may create it)."""
 
 
-def default_client_config(*, path_style: bool) -> Config:
+#: Seconds to open a connection, seconds a read may wait, attempts per request.
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_MAX_ATTEMPTS = 2
+
+
+def default_client_config(*, path_style: bool, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                          read_timeout: float = DEFAULT_READ_TIMEOUT,
+                          max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Config:
     """The botocore settings used unless a caller passes its own ``config``.
 
-    Timeouts are short enough that a dead endpoint fails a request in seconds,
-    not minutes; path-style addressing is what MinIO, Ceph and most
-    self-hosted endpoints expect.
+    Timeouts are short enough that a stalled endpoint fails a request in seconds
+    (worst case ``max_attempts * (connect_timeout + read_timeout)``), not the
+    minutes botocore's defaults allow, during which a request thread is held;
+    path-style addressing is what MinIO, Ceph and most self-hosted endpoints
+    expect. ``GEARS_S3_CONNECT_TIMEOUT``, ``GEARS_S3_READ_TIMEOUT`` and
+    ``GEARS_S3_MAX_ATTEMPTS`` set them.
     """
     return Config(
-        connect_timeout=5,
-        read_timeout=30,
-        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
         signature_version="s3v4",
         s3={"addressing_style": "path" if path_style else "auto"},
     )
@@ -84,7 +95,7 @@ class S3BlobStore(BlobStore):
     ``presign_endpoint_url`` is the address clients use when it differs from
     the one the registry talks to (e.g. an internal service name vs a public
     host). ``client`` injects a ready boto3 S3 client, ``config`` replaces
-    :func:`default_client_config`.
+    :func:`default_client_config`, ``timeouts`` adjusts it.
     """
 
     def __init__(
@@ -97,12 +108,18 @@ class S3BlobStore(BlobStore):
         client: Any | None = None,
         presign_endpoint_url: str | None = None,
         config: Config | None = None,
+        timeouts: dict[str, float] | None = None,
     ) -> None:
         if not bucket:
             raise StorageError("an S3 blob store needs a bucket name", code="invalid_storage_url")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._config = config or default_client_config(path_style=endpoint_url is not None)
+        self._config = config or default_client_config(
+            path_style=endpoint_url is not None,
+            connect_timeout=float((timeouts or {}).get("connect_timeout",
+                                                       DEFAULT_CONNECT_TIMEOUT)),
+            read_timeout=float((timeouts or {}).get("read_timeout", DEFAULT_READ_TIMEOUT)),
+            max_attempts=int((timeouts or {}).get("max_attempts", DEFAULT_MAX_ATTEMPTS)))
         self._region = region
         if client is None:
             client = self._make_client(endpoint_url)
@@ -259,6 +276,15 @@ class S3BlobStore(BlobStore):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         # botocore's StreamingBody is a readable io.IOBase: it streams from the socket.
         return response["Body"]
+
+    def read(self, sha256: str) -> bytes:
+        # A body that stalls mid-stream times out like a request that never starts.
+        with self._errors(sha256), self.open(sha256) as stream:
+            return stream.read()
+
+    def verify(self, sha256: str) -> bool:
+        with self._errors(sha256):
+            return super().verify(sha256)
 
     def iter_blobs(self) -> Iterator[BlobInfo]:
         list_prefix = f"{self.prefix}/" if self.prefix else ""

@@ -35,13 +35,15 @@ def open_blob_store(
     s3_endpoint_url: str | None = None,
     s3_region: str | None = None,
     base_dir: Path | None = None,
+    s3_timeouts: dict[str, float] | None = None,
 ) -> BlobStore:
     """Build the blob store that ``url`` names.
 
     * ``file:///abs/dir`` (or ``file://localhost/abs/dir``): a local directory;
     * ``file:relative/dir`` or a plain path: a local directory relative to
       ``base_dir`` (default: the current directory);
-    * ``s3://bucket/prefix``: an S3 bucket, through ``s3_endpoint_url`` when set.
+    * ``s3://bucket/prefix``: an S3 bucket, through ``s3_endpoint_url`` when set,
+      with ``s3_timeouts`` (``connect_timeout``, ``read_timeout``, ``max_attempts``).
 
     Nothing is created or contacted here; call ``ensure()`` or ``check()`` for that.
     Raises :class:`InvalidStorageURL` (``code == "invalid_storage_url"``).
@@ -78,5 +80,6 @@ def open_blob_store(
             unquote(parts.path).strip("/"),
             endpoint_url=s3_endpoint_url or None,
             region=s3_region or None,
+            timeouts=s3_timeouts,
         )
     raise _invalid(url, f"the scheme {parts.scheme!r} is not supported")
