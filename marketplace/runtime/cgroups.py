@@ -110,6 +110,26 @@ class CgroupHost:
         if self.version == "v2":
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in V2_REQUIRED))
 
+    def sweep(self) -> int:
+        """Remove empty worker groups left by engine processes that died without
+        stopping their workers (the workers died with them); returns how many."""
+        removed = 0
+        for parent in dict.fromkeys(self.parents.values()):
+            try:
+                leaves = [p for p in parent.iterdir() if p.is_dir()]
+            except OSError:
+                continue
+            for leaf in leaves:
+                parts = leaf.name.rsplit(".", 2)
+                if len(parts) != 3 or not parts[1].isdigit() or _alive(int(parts[1])):
+                    continue
+                try:
+                    leaf.rmdir()  # refused while it still has tasks
+                    removed += 1
+                except OSError:
+                    pass
+        return removed
+
     def release(self) -> None:
         """Remove the shared parents when no worker group is left in them (best effort:
         another runtime's workers keep them busy, and it recreates them when needed)."""
@@ -125,6 +145,16 @@ class CgroupError(OSError):
 
 
 _serial = itertools.count(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write(path: Path, value: str) -> None:
@@ -418,6 +448,7 @@ def probe_cgroups() -> CgroupHost:
             continue
         found = attempt()
         if isinstance(found, CgroupHost):
+            found.sweep()
             return found
         reasons.append(found)
     if not reasons:

@@ -33,6 +33,8 @@ from functools import cache
 from pathlib import Path
 
 IMAGE_SUFFIX = ".ext4"
+#: beside a mounted data dir: the pid of the engine process that mounted it
+OWNER_SUFFIX = ".mounted-by"
 #: system tools live in sbin, which a service's PATH may lack
 _SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
 _MOUNT_OPTIONS = "loop,nosuid,nodev,noexec,noatime"
@@ -56,6 +58,52 @@ def image_for(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + IMAGE_SUFFIX)
 
 
+def _owner_file(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + OWNER_SUFFIX)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_mounts(mountinfo: str | None = None) -> list[Path]:
+    """Unmount data dirs whose engine process died without unmounting them (a
+    killed vetting job, a crashed engine); returns the mount points released."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return []
+    released: list[Path] = []
+    for line in mountinfo.splitlines():
+        head, _, tail = line.partition(" - ")
+        fields = head.split()
+        if len(fields) < 5 or not tail.startswith("ext4 "):
+            continue
+        point = Path(fields[4].replace("\\040", " "))
+        if not point.name:
+            continue
+        marker = _owner_file(point)
+        try:
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        try:
+            unmount_quota(point)
+        except OSError:
+            continue
+        released.append(point)
+    return released
+
+
 @cache
 def probe_quota() -> tuple[bool, str]:
     """Whether data dirs can get a filesystem of their own here, and why not."""
@@ -71,6 +119,7 @@ def probe_quota() -> tuple[bool, str]:
                        "and mount); only RLIMIT_FSIZE per file")
     if not os.path.exists("/dev/loop-control"):
         return False, "no data dir quota: no loop devices (/dev/loop-control)"
+    sweep_mounts()
     return True, "data dir quota: a loop-mounted ext4 image per installation"
 
 
@@ -114,6 +163,7 @@ def mount_quota(data_dir: Path, quota: DataQuota, owner: int) -> bool:
     fresh = not image.exists()
     if fresh:
         _make_image(image, quota, owner)
+    _owner_file(data_dir).write_text(str(os.getpid()))
     _run(["mount", "-t", "ext4", "-o", _MOUNT_OPTIONS, str(image), str(data_dir)])
     os.chmod(data_dir, 0o700)
     os.chown(data_dir, owner, owner)
@@ -145,6 +195,7 @@ def unmount_quota(data_dir: Path) -> None:
     """Unmount ``data_dir``'s filesystem (the image keeps its contents)."""
     if os.path.ismount(data_dir):
         _run(["umount", str(data_dir)])
+    _owner_file(data_dir).unlink(missing_ok=True)
 
 
 def remove_data(data_dir: Path) -> None:

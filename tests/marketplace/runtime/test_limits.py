@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,13 @@ import pytest
 
 from marketplace.runtime import GearCallError, Installation, Runtime
 from marketplace.runtime.cgroups import probe_cgroups
-from marketplace.runtime.datadir import DataQuota, image_for, probe_quota, remove_data
+from marketplace.runtime.datadir import (
+    DataQuota,
+    image_for,
+    probe_quota,
+    remove_data,
+    sweep_mounts,
+)
 from marketplace.runtime.launcher import SANDBOX_DATA, ResourceLimits
 from marketplace.runtime.output import OutputLimits, strip_controls
 from tests.marketplace.runtime.hostile_limits import HOSTILE_LIMITS_SOURCE, SLOW_IMPORT_SOURCE
@@ -246,6 +253,35 @@ def test_creating_more_files_than_the_quota_fails_with_enospc(abuser: Abuser) ->
     outcome = abuser.abuse("many_files", count=3 * files)
     assert outcome["ok"] is False and outcome["errno"] == "ENOSPC", outcome
     assert outcome["detail"] < 2 * files  # mkfs rounds the inode table up a little
+
+
+def test_groups_left_by_a_dead_engine_process_are_swept() -> None:
+    _need_cgroups()
+    host = probe_cgroups()
+    pid = _dead_pid()
+    leaves = [parent / f"inst-gone.{pid}.1" for parent in dict.fromkeys(host.parents.values())]
+    for leaf in leaves:
+        leaf.mkdir(parents=True)
+    assert host.sweep() >= len(leaves)
+    assert not any(leaf.exists() for leaf in leaves)
+
+
+def test_data_dirs_mounted_by_a_dead_engine_process_are_unmounted(abuser: Abuser) -> None:
+    _need_quota()
+    data = abuser.inst.data_dir
+    assert data is not None and os.path.ismount(data)
+    assert sweep_mounts() == []  # this process is alive: its mounts stay
+    # as if the engine that mounted it had been killed (its workers die with it)
+    abuser.runtime.worker(abuser.inst.id).kill()
+    data.with_name(data.name + ".mounted-by").write_text(str(_dead_pid()))
+    assert sweep_mounts() == [data]
+    assert not os.path.ismount(data)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_the_probe_reports_the_resource_limit_level() -> None:
