@@ -176,7 +176,9 @@ def ingest(engine: EngineManager, session: Session, workspace: Workspace,
             for u in users}
     with staged_state() as staged:
         patches = _call_gears(engine, session, wg, fresh, docs, with_events, result)
-    _write(session, workspace.id, fresh, users, patches, staged, result)
+    for installation, code, message in _write(session, workspace.id, fresh, users, patches,
+                                              staged, result):
+        engine.refuse(installation, code, message)
     result.took_ms = (time.perf_counter() - began) * 1000
     return result
 
@@ -242,8 +244,10 @@ def _chunks(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
 
 
 def _write(session: Session, workspace_id: int, fresh: list[NewEvent], users: list[str],
-           patches: list[_Patch], staged: StagedState, result: IngestResult) -> None:
-    """The batch's one short write: profiles, events, replayed patches, staged state.
+           patches: list[_Patch], staged: StagedState,
+           result: IngestResult) -> list[tuple[str, str, str]]:
+    """The batch's one short write: profiles, events, replayed patches, staged state;
+    the patches refused as invalid once replayed (installation, code, message).
 
     Profiles are created and locked in user order before the events go in, so
     two batches touching the same users queue on the first of them instead of
@@ -277,17 +281,20 @@ def _write(session: Session, workspace_id: int, fresh: list[NewEvent], users: li
             .returning(Event.event_id)).all())
     result.accepted = len(inserted)
     result.duplicates += len(fresh) - len(inserted)
-    _replay(rows, patches, inserted, result, now)
+    refused = _replay(rows, patches, inserted, result, now)
     if inserted:
         write_staged(session, staged)
     session.flush()
+    return refused
 
 
 def _replay(rows: dict[str, Profile], patches: list[_Patch], inserted: set[str],
-            result: IngestResult, now: Any) -> None:
-    """Apply the patches of the events this batch stored to the locked profile rows."""
+            result: IngestResult, now: Any) -> list[tuple[str, str, str]]:
+    """Apply the patches of the events this batch stored to the locked profile rows;
+    those refused as invalid (an increment overflowing on a concurrent batch's value)."""
     docs = {u: profile_doc(row, u) for u, row in rows.items()}
     changed: set[str] = set()
+    refused: list[tuple[str, str, str]] = []
     for p in patches:
         if p.event_id not in inserted or p.user_id not in docs:
             continue  # stored by a concurrent batch: a duplicate, its patches are not ours
@@ -297,7 +304,10 @@ def _replay(rows: dict[str, Profile], patches: list[_Patch], inserted: set[str],
             result.patches_applied += 1
         except PatchError as exc:  # the profile changed under a concurrent batch
             result.error(p.installation, p.gear, exc.code, str(exc))
+            if exc.code == "invalid_result":
+                refused.append((p.installation, exc.code, f"{p.gear}: {exc}"))
     for user, row in rows.items():
         if user in changed:
             row.attributes, row.traits = docs[user]["attributes"], docs[user]["traits"]
         row.updated_at = now
+    return refused

@@ -312,3 +312,24 @@ def test_data_stored_before_the_contract_is_read_back_safely(client, session, sh
     assert _profile(client, h, "old1")["traits"]["seen"] == 2
     assert client.get(f"/api/v1/workspaces/shop/installations/{ids['hostile']}",
                       headers=h).status_code == 200
+
+
+def test_a_patch_overflowing_on_replay_is_refused_and_reported(session, people):
+    """Replayed on the locked row, a patch can meet a value another batch wrote meanwhile
+    (1e308 there, an increment of 1e308 here): refused, reported for the gear's health."""
+    from gears_sdk.types import ProfilePatch
+    from marketplace.db import utcnow
+    from marketplace.engine.ingest import IngestResult, _Patch, _replay
+    from marketplace.engine.models import Profile
+
+    row = Profile(workspace_id=people["ws"].id, user_id="r1", attributes={},
+                  traits={"big": 1e308}, created_at=utcnow(), updated_at=utcnow())
+    session.add(row)
+    session.flush()
+    result = IngestResult()
+    patch = _Patch("e1", "r1", "inst-x", "acme/x", ProfilePatch(increment={"traits.big": 1e308}))
+    refused = _replay({"r1": row}, [patch], {"e1"}, result, utcnow())
+    assert [(i, c) for i, c, _ in refused] == [("inst-x", "invalid_result")]
+    assert result.gear_errors["inst-x"].codes == {"invalid_result": 1}
+    assert row.traits == {"big": 1e308} and result.patches_applied == 0
+    session.rollback()
