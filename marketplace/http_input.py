@@ -102,6 +102,7 @@ def check_request_values() -> None:
     """Query and path values of every request: text without NUL or lone surrogates,
     at most :data:`MAX_PARAMETER` characters (``400`` naming the parameter; JSON under
     the APIs, the error page elsewhere)."""
+    # NUL: PostgreSQL cannot compare text with it (a 500 there, a miss on SQLite).
     values: list[tuple[str, Any]] = [(f"query.{k}", v) for k in request.args
                                      for v in request.args.getlist(k)]
     values += [(f"path.{k}", v) for k, v in (request.view_args or {}).items()]
@@ -110,6 +111,8 @@ def check_request_values() -> None:
         for name, value in values:
             check_value(name, limits, path="query")  # the parameter's name itself
             check_value(value, limits, path=name)
+        # the whole path too: a route that did not match has no path values
+        check_value(request.path, limits.with_(max_string=4 * MAX_PARAMETER), path="path")
     except ValueRejected as exc:
         raise MarketplaceError(400, "invalid_parameter", f"{exc.path}: {exc.message}",
                                [{"path": exc.path, "message": exc.message,

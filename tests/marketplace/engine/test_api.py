@@ -160,4 +160,4 @@ def test_nul_in_the_url_is_refused_alike_on_both_databases(client, h):
                 f"{BASE}/decisions?limit=1%00"):
         resp = client.get(url, headers=h)
         assert resp.status_code == 400, (url, resp.status_code)
-        assert resp.get_json()["error"]["code"] == "invalid_request"
+        assert resp.get_json()["error"]["code"] == "invalid_parameter"
