@@ -418,5 +418,6 @@ class Runtime:
         return {i: {**e.health.snapshot(), "gear": e.inst.gear, "pid": e.worker.pid,
                     "level": self.level, "limits": self.cgroups.level,
                     "output_dropped": e.worker.output.dropped_lines,
+                    "data_full": e.worker.data_full,
                     "sandbox": dict(e.worker.sandbox)}
                 for i, e in list(self._entries.items())}

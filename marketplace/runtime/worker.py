@@ -129,6 +129,8 @@ class Worker:
         #: stderr and ctx.log share it: per-installation output rate limit
         self.output = OutputLimiter()
         self.cgroup: WorkerCgroup | None = None
+        #: its data dir had no free space or no free inode after the last call
+        self.data_full = False
         self._lock = threading.RLock()
         self._ids = 0
         self._starts = 0
@@ -261,11 +263,32 @@ class Worker:
 
     def _idle(self) -> None:
         """Between calls the worker's control group is frozen: no CPU, no output."""
+        self._check_data_dir()
         if self.cgroup is not None and self.alive:
             try:
                 self.cgroup.freeze()
             except OSError as exc:
                 self.log.warning("could not freeze worker %s: %s", self.pid, exc)
+
+    def _check_data_dir(self) -> None:
+        """Log (once per episode) when the gear filled its data dir's quota, even if
+        it caught the ENOSPC itself."""
+        data = self.inst.data_dir
+        if data is None or not os.path.ismount(data):
+            return
+        try:
+            st = os.statvfs(data)
+        except OSError:
+            return
+        # "full": under 1 MiB (or 1 %) left, or no inode; ENOSPC leaves a few blocks
+        room = st.f_bavail * st.f_frsize
+        no_room = room < max(1024 * 1024, st.f_blocks * st.f_frsize // 100)
+        full = no_room or st.f_favail == 0
+        if full and not self.data_full:
+            what = "size" if no_room else "file count"
+            self.log.warning("%s: its data dir is full (%s quota reached); its writes fail "
+                             "with ENOSPC", self.inst.gear, what)
+        self.data_full = full
 
     def _busy(self) -> None:
         if self.cgroup is not None:

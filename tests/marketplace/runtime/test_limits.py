@@ -239,6 +239,8 @@ def test_writing_beyond_the_data_dir_size_fails_with_enospc(abuser: Abuser) -> N
     outcome = abuser.abuse("fill_data", mib=2 * quota)
     assert outcome["ok"] is False and outcome["errno"] == "ENOSPC", outcome
     assert outcome["detail"] <= quota
+    # the host sees it even though the gear caught the error
+    assert abuser.runtime.health()[abuser.inst.id]["data_full"] is True
     # a gear that lets the error escape fails the call as data_quota (counted)
     with pytest.raises(GearCallError) as info:
         abuser.abuse("fill_data", mib=2 * quota, **{"raise": True})
@@ -253,6 +255,7 @@ def test_creating_more_files_than_the_quota_fails_with_enospc(abuser: Abuser) ->
     outcome = abuser.abuse("many_files", count=3 * files)
     assert outcome["ok"] is False and outcome["errno"] == "ENOSPC", outcome
     assert outcome["detail"] < 2 * files  # mkfs rounds the inode table up a little
+    assert abuser.runtime.health()[abuser.inst.id]["data_full"] is True
 
 
 def test_groups_left_by_a_dead_engine_process_are_swept() -> None:
