@@ -11,12 +11,13 @@ hangs every problem on the field it names (or the nearest enclosing one, with
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from gears_sdk.manifest import json_path
+from gears_sdk.patterns import compile as linear
+from gears_sdk.values import DEFAULT_LIMITS, ValueRejected, parse_json
 from marketplace.web.forms import (
     FormField,
     _props,
@@ -30,7 +31,9 @@ from marketplace.web.forms import (
 
 Problem = dict[str, str]
 _UNSET = object()
-_LAST_SEGMENT = re.compile(r"(\.[A-Za-z_][A-Za-z0-9_]*|\[(?:\d+|\"(?:[^\"\\]|\\.)*\")\])$")
+#: A JSON field of an install form: a config value, so the config's own bounds.
+FORM_LIMITS = DEFAULT_LIMITS.with_(max_bytes=64 * 1024, max_depth=16)
+_LAST_SEGMENT = linear(r"(\.[A-Za-z_][A-Za-z0-9_]*|\[(?:\d+|\"(?:[^\"\\]|\\.)*\")\])$")
 
 
 def _number(text: str, integer: bool) -> int | float:
@@ -105,11 +108,12 @@ def _parse_value(schema: Mapping[str, Any], path: list[str | int], required: boo
                 values.append(value)
         return values
     if widget == "json":
-        try:
-            return json.loads(text)
-        except ValueError:
-            problems.append({"path": json_path(path), "message": "must be valid JSON",
-                             "code": "form.json"})
+        try:  # the one contract: depth before parsing, finite numbers, valid Unicode
+            return parse_json(text, FORM_LIMITS)
+        except ValueRejected as exc:
+            message = ("must be valid JSON" if exc.code == "invalid_json"
+                       else f"at {exc.path}: {exc.message}")
+            problems.append({"path": json_path(path), "message": message, "code": "form.json"})
             return _UNSET
     if widget == "password":
         return text

@@ -18,6 +18,8 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
+from gears_sdk.values import DEFAULT_LIMITS, ValueRejected
+from gears_sdk.values import parse_json as parse_checked
 from marketplace.db import get_session
 from marketplace.engine import setup
 from marketplace.engine.audience import iter_members
@@ -40,6 +42,8 @@ MAX_USER_ID = 200
 RECENT_PROFILES = 12
 
 Problem = dict[str, str]
+#: What a textarea of the engine pages may hold (rules, experiences, data, context).
+FORM_LIMITS = DEFAULT_LIMITS.with_(max_bytes=256 * 1024)
 
 #: Examples for the forms' help, laid out to read well in a narrow column.
 EXAMPLE_RULE = """\
@@ -74,18 +78,27 @@ def pretty(value: Any) -> str:
 
 
 def parse_json(text: str, path: str, problems: list[Problem], *, default: Any = None) -> Any:
-    """The JSON in a textarea, or a problem at ``path`` saying where it stops being JSON."""
+    """The JSON in a textarea under the one input contract (``gears_sdk.values``), or a
+    problem at ``path`` saying where it stops being JSON or which value breaks it."""
     if not text.strip():
         return default
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        return parse_checked(text, FORM_LIMITS)
+    except ValueRejected as exc:
+        if exc.code != "invalid_json":
+            problems.append({"path": path + exc.path[1:], "message": exc.message,
+                             "code": exc.code})
+            return default
+    where, reason = "", "it is malformed"
+    try:  # only for the line and column: the depth is known to be bounded here
+        json.loads(text)
+    except ValueError as err:
+        line, col = getattr(err, "lineno", None), getattr(err, "colno", None)
         where = f" (line {line}, column {col})" if line else ""
-        reason = getattr(exc, "msg", str(exc))
-        problems.append({"path": path, "message": f"is not valid JSON: {reason}{where}",
-                         "code": "form.json"})
-        return default
+        reason = getattr(err, "msg", str(err))
+    problems.append({"path": path, "message": f"is not valid JSON: {reason}{where}",
+                     "code": "form.json"})
+    return default
 
 
 def field_errors(problems: list[Problem], fields: dict[str, str]) -> dict[str, list[str]]:

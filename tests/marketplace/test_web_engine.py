@@ -269,3 +269,15 @@ def test_preview_runs_the_real_decision_in_the_sandbox(signed_in, engine_data, e
     assert "&lt;p&gt;Welcome&lt;/p&gt;" in text and "No gear was called" in text
     session.expire_all()
     assert session.query(Decision).count() == 2  # previews are logged like any decision
+
+
+def test_json_fields_meet_the_input_contract(signed_in, engine_data):
+    """A textarea's JSON is parsed by the one validator: too deep or not finite is a form
+    error at its path, never a 500."""
+    deep = '{"and": [' + "[" * 5000 + "]" * 5000 + "]}"
+    resp = post(signed_in, BASE + "/segments/new", {"name": "deep", "rule": deep})
+    assert resp.status_code == 422 and 'id="f-rule-error"' in resp.get_data(as_text=True)
+    resp = post(signed_in, BASE + "/segments/new",
+                {"name": "inf", "rule": '{"field": "traits.x", "op": "gt", "value": 1e400}'})
+    assert resp.status_code == 422
+    assert "$.rule.value" in html.unescape(resp.get_data(as_text=True))
