@@ -110,7 +110,7 @@ class Lifecycle:
             for table in _ENGINE_TABLES:
                 session.execute(delete(table).where(table.installation_id == event.id))
             session.commit()
-        self.engine.runtime.stop(event.id)
+        self.engine.runtime.forget(event.id)
         _owners.pop(event.id, None)
         self.engine.remove_data(event.id)
 

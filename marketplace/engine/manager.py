@@ -45,6 +45,7 @@ from marketplace.runtime.errors import SandboxError
 from marketplace.runtime.killswitch import KillListPoller
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
 from marketplace.runtime.signatures import SignedManifest, verified_load
+from marketplace.runtime.turns import Turns
 from marketplace.workspaces.models import Installation as InstallationRow
 from marketplace.workspaces.models import InstallationStatus
 from marketplace.workspaces.secrets import installation_secrets
@@ -52,6 +53,11 @@ from marketplace.workspaces.secrets import installation_secrets
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0
+#: How long a call waits for another thread starting the same installation's worker.
+START_WAIT_S = 20.0
+#: A worker that could not start is tried again after this backoff (doubling).
+START_RETRY_BASE_S = 1.0
+START_RETRY_MAX_S = 60.0
 
 # -- the process-wide runtime -------------------------------------------------------------
 
@@ -128,6 +134,8 @@ class WorkspaceGears:
     pm: pluggy.PluginManager = field(default_factory=get_plugin_manager)
     registered: set[str] = field(default_factory=set)
     load_failures: dict[str, Outcome] = field(default_factory=dict)
+    #: installation id -> (consecutive start failures, monotonic time of the next try)
+    retry_at: dict[str, tuple[int, float]] = field(default_factory=dict)
     checked_at: float = 0.0
 
     def reads_events(self) -> bool:
@@ -163,6 +171,7 @@ class EngineManager:
         self._workspaces: dict[str, WorkspaceGears] = {}
         self._lock = threading.RLock()
         self._failures: list[tuple[str, str]] = []
+        self._starting: dict[str, Turns] = {}
         self.killswitch: KillListPoller | None = None
 
     @property
@@ -246,7 +255,8 @@ class EngineManager:
                 wg.pm.unregister(plugin, name=installation)
             wg.registered.discard(installation)
         wg.load_failures.pop(installation, None)
-        self.runtime.stop(installation)
+        wg.retry_at.pop(installation, None)
+        self.runtime.forget(installation)
         _owners.pop(installation, None)
 
     def forget(self, workspace: str | None, installation: str) -> None:
@@ -262,14 +272,61 @@ class EngineManager:
     # -- starting -----------------------------------------------------------------------
 
     def _start(self, session: Session, wg: WorkspaceGears, inst: InstalledGear) -> None:
+        """Start ``inst``'s worker (outside the manager's lock: a gear that is slow to
+        load delays only the callers that need it) and register its proxy."""
         row = session.get(InstallationRow, inst.id)
         if row is None:
             raise LoaderError(f"installation {inst.id} no longer exists", code="not_found")
         self.start_worker(session, row.gear.name, row.version, inst.id, wg.name, wg.id,
                           dict(row.config or {}), installation_secrets(row))
-        plugin = self.runtime.proxy(inst.id)
-        wg.pm.register(plugin, name=inst.id)
-        wg.registered.add(inst.id)
+        with self._lock:
+            if wg.installations.get(inst.id) is not inst:  # changed while it started
+                self.runtime.stop(inst.id)
+                raise GearCallError(f"{inst.gear} changed while its worker started; "
+                                    "the next call starts the new one",
+                                    installation=inst.id, gear=inst.gear, code="restarting")
+            plugin = self.runtime.proxy(inst.id)
+            wg.pm.register(plugin, name=inst.id)
+            wg.registered.add(inst.id)
+
+    def _start_turns(self, installation: str) -> Turns:
+        with self._lock:
+            turns = self._starting.get(installation)
+            if turns is None:
+                turns = self._starting[installation] = Turns(self.runtime.max_waiters)
+            return turns
+
+    def _start_one(self, session: Session, wg: WorkspaceGears, inst: InstalledGear,
+                   hook: str) -> Outcome | None:
+        """Start one installation, one thread at a time; why it could not, or ``None``."""
+
+        def busy(why: str) -> GearCallError:
+            return GearCallError(f"the worker is starting for another call ({why})",
+                                 installation=inst.id, gear=inst.gear, code="busy")
+
+        try:
+            with self._start_turns(inst.id).take(START_WAIT_S, busy):
+                if inst.id in wg.registered:
+                    return None
+                self._start(session, wg, inst)
+        except (GearCallError, LoaderError, SandboxError) as exc:
+            # A gear that cannot start (refused by the sandbox level or the kill list,
+            # tampered, missing, failing to load) fails alone; the engine keeps serving.
+            # The runtime has counted a gear's own start failure toward its breaker.
+            log.error("cannot start %s (%s): %s", inst.gear, inst.id, exc)
+            out = Outcome(inst.id, inst.gear, hook, False, getattr(exc, "code", "load_failed"),
+                          str(exc))
+            if out.error != "busy":
+                with self._lock:
+                    tries = wg.retry_at.get(inst.id, (0, 0.0))[0] + 1
+                    wg.retry_at[inst.id] = (tries, time.monotonic() + min(
+                        START_RETRY_MAX_S, START_RETRY_BASE_S * 2 ** (tries - 1)))
+                    wg.load_failures[inst.id] = out
+            return out
+        with self._lock:
+            wg.load_failures.pop(inst.id, None)
+            wg.retry_at.pop(inst.id, None)
+        return None
 
     @staticmethod
     def _signed(session: Session, row: GearVersion, gear: str) -> SignedManifest:
@@ -311,6 +368,8 @@ class EngineManager:
         the outcomes of those that could not start."""
         wanted = set(only) if only is not None else None
         failed: list[Outcome] = []
+        todo: list[InstalledGear] = []
+        now = time.monotonic()
         with self._lock:
             for inst in list(wg.installations.values()):
                 if not inst.runnable or hook not in inst.hooks:
@@ -319,19 +378,14 @@ class EngineManager:
                     continue
                 if inst.id in wg.registered:
                     continue
-                if inst.id in wg.load_failures:
+                if inst.id in wg.load_failures and now < wg.retry_at.get(inst.id, (0, 0.0))[1]:
                     failed.append(wg.load_failures[inst.id])
                     continue
-                try:
-                    self._start(session, wg, inst)
-                except (GearCallError, LoaderError, SandboxError) as exc:
-                    # A gear that cannot start (refused by the sandbox level or the kill
-                    # list, tampered, missing) fails alone; the engine keeps serving.
-                    log.error("cannot start %s (%s): %s", inst.gear, inst.id, exc)
-                    out = Outcome(inst.id, inst.gear, hook, False,
-                                  getattr(exc, "code", "load_failed"), str(exc))
-                    wg.load_failures[inst.id] = out
-                    failed.append(out)
+                todo.append(inst)
+        for inst in todo:
+            out = self._start_one(session, wg, inst, hook)
+            if out is not None:
+                failed.append(out)
         return failed
 
     def hook(self, session: Session, wg: WorkspaceGears,
@@ -395,7 +449,7 @@ class EngineManager:
         snap = self._runtime.health().get(installation)
         if snap is None:
             return None
-        return {k: snap[k] for k in ("calls", "errors", "timeouts", "restarts", "disabled",
+        return {k: snap[k] for k in ("calls", "errors", "timeouts", "restarts", "busy", "disabled",
                                      "reason", "last_error", "failures", "p50_ms", "p99_ms",
                                      "level")}
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from marketplace.runtime.files import remove_tree
+
 IMAGE_SUFFIX = ".ext4"
 #: beside a mounted data dir: the pid of the engine process that mounted it
 OWNER_SUFFIX = ".mounted-by"
@@ -200,9 +202,9 @@ def unmount_quota(data_dir: Path) -> None:
 
 def remove_data(data_dir: Path) -> None:
     """Remove an installation's data for good: unmount, delete the image and the
-    directory (a plain directory left from before quotas is removed with ``rm -rf``
-    outside the engine's Python stack)."""
+    directory (what is left, a plain directory from before quotas say, goes through
+    :func:`~marketplace.runtime.files.remove_tree`: outside the engine's Python
+    stack, with a deadline)."""
     unmount_quota(data_dir)
     image_for(data_dir).unlink(missing_ok=True)
-    if data_dir.exists() or data_dir.is_symlink():
-        _run(["rm", "-rf", "--one-file-system", "--", str(data_dir)])
+    remove_tree(data_dir)

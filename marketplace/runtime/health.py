@@ -2,8 +2,9 @@
 
 The breaker trips after ``threshold`` consecutive failed calls (any kind:
 the hook raised, timed out, crashed, broke the protocol, returned a refused
-result). A tripped installation stays disabled — the engine stops calling
-it — until someone re-enables it; the reason is kept for the UI and API and
+result, or its worker could not be planned, started or cleaned up). A
+tripped installation stays disabled — the engine stops calling it — until
+someone re-enables it; the reason is kept for the UI and API and
 handed to the ``on_disable`` callback so it can be persisted.
 """
 
@@ -40,6 +41,8 @@ class Health:
     errors: int = 0
     timeouts: int = 0
     restarts: int = 0
+    #: calls refused at once because the worker was busy (not a breaker failure)
+    busy: int = 0
     consecutive_failures: int = 0
     disabled: bool = False
     reason: str | None = None
@@ -66,6 +69,17 @@ class Health:
             trip = self._failed(message, code)
         if trip and self.on_disable is not None:
             self.on_disable(self.installation, trip)
+
+    def rejected(self, message: str) -> None:
+        """Count a call refused as ``busy``: an error the gear's slowness caused, but
+        not a failure in a row (load alone must never trip a working gear's breaker;
+        a gear that hangs trips it through its timeouts)."""
+        with self._lock:
+            self.calls += 1
+            self.errors += 1
+            self.busy += 1
+            self.codes["busy"] = self.codes.get("busy", 0) + 1
+            self.last_error = message
 
     def refused(self, message: str, code: str) -> None:
         """The engine refused what the last call (already counted) returned, when
@@ -102,6 +116,7 @@ class Health:
             return {
                 "installation": self.installation, "calls": self.calls,
                 "errors": self.errors, "timeouts": self.timeouts, "restarts": self.restarts,
+                "busy": self.busy,
                 "consecutive_failures": self.consecutive_failures,
                 "disabled": self.disabled, "reason": self.reason,
                 "last_error": self.last_error, "failures": dict(self.codes),

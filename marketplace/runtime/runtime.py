@@ -18,7 +18,6 @@ import logging
 import os
 import pwd
 import resource
-import shutil
 import stat
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from marketplace.runtime.datadir import (
     unmount_quota,
 )
 from marketplace.runtime.errors import GearCallError, GearDisabled, SandboxError
+from marketplace.runtime.files import TREE_DEADLINE_S, chown_tree, remove_tree
 from marketplace.runtime.health import DEFAULT_FAILURE_THRESHOLD, Health, OnDisable
 from marketplace.runtime.http import HostHttp, allowed_private_hosts_from_env
 from marketplace.runtime.installation import Installation
@@ -52,7 +52,9 @@ from marketplace.runtime.sandbox import (
 )
 from marketplace.runtime.services import Services
 from marketplace.runtime.staging import Stage
-from marketplace.runtime.worker import Worker
+from marketplace.runtime.worker import MAX_WAITERS, Worker
+
+log = logging.getLogger(__name__)
 
 #: Workers run under uids from this range (one per installation) when the engine is root.
 UID_BASE = int(os.environ.get("GEARS_SANDBOX_UID_BASE", "1900000000"))
@@ -99,7 +101,7 @@ class Runtime:
                  on_disable: OnDisable | None = None, limits: ResourceLimits | None = None,
                  allow_private_hosts: frozenset[str] | None = None,
                  report: SandboxReport | None = None, cgroups: CgroupHost | None = None,
-                 data_quota: DataQuota | None = None):
+                 data_quota: DataQuota | None = None, max_waiters: int = MAX_WAITERS):
         self.report = report or probe_sandbox_level()
         #: where each worker's control group is made (v2, v1, or none: rlimits only)
         self.cgroups = cgroups or probe_cgroups()
@@ -109,6 +111,8 @@ class Runtime:
         self.min_level = min_level or default_min_level()
         check_level(self.level, "dev-unsafe", report=self.report)
         self.failure_threshold = failure_threshold
+        #: calls that may wait for a busy worker; more fail at once as ``busy``
+        self.max_waiters = max_waiters
         self.on_disable = on_disable
         self.limits = limits or ResourceLimits()
         self.allow_private_hosts = (allowed_private_hosts_from_env()
@@ -121,6 +125,9 @@ class Runtime:
         self.stage = Stage(self.root_dir / "stage")
         self._entries: dict[str, _Entry] = {}
         self._uids: dict[str, int] = {}
+        #: the health of installations whose worker failed to start, kept for the next
+        #: start so consecutive start failures add up and trip the breaker
+        self._failed_starts: dict[str, Health] = {}
         self._lock = threading.Lock()
 
     # -- installations --------------------------------------------------------
@@ -169,10 +176,12 @@ class Runtime:
             plan = plan_standard(inst, uid=uid, data_dir=data, runtime_dir=self.root_dir,
                                  limits=self.limits, confined=self.level == "standard",
                                  stage=self.stage)
-        if plan.owner is not None and os.geteuid() == 0:
-            # only the worker's own uid may enter the data dir (mode 0700)
-            for path in (data, *data.rglob("*")):
-                os.lchown(path, plan.owner, plan.owner)
+        if plan.owner is not None and os.geteuid() == 0 and data.lstat().st_uid != plan.owner:
+            # only the worker's own uid may enter the data dir (mode 0700). Everything
+            # under a dir the worker's uid owns was made by that uid, so the (gear-shaped,
+            # maybe huge or deep) tree is only walked when the owner changes, and then by
+            # chown in a child process with a deadline, never in this Python stack.
+            chown_tree(data, plan.owner, time.monotonic() + TREE_DEADLINE_S)
         self._confine_resources(inst, plan)  # last: nothing after it can leak the group
         return plan
 
@@ -202,20 +211,38 @@ class Runtime:
             if inst.id in self._entries:
                 raise SandboxError(f"installation {inst.id} is already running",
                                    code="already_started")
+            health = (self._failed_starts.pop(inst.id, None)
+                      or Health(inst.id, self.failure_threshold, self.on_disable))
+            if health.disabled:
+                self._failed_starts[inst.id] = health
+                raise GearDisabled(f"disabled: {health.reason}", installation=inst.id,
+                                   gear=inst.gear)
             uid = self._uid_for(inst.id)
             self._require_unprivileged(uid)
-            data = self._data_dir(inst)
-            mounted = self._mount_data(inst, uid, data)
-            health = Health(inst.id, self.failure_threshold, self.on_disable)
+            try:
+                data = self._data_dir(inst)
+                mounted = self._mount_data(inst, uid, data)
+            except (GearCallError, OSError) as exc:
+                self._failed_starts[inst.id] = health
+                error = exc if isinstance(exc, GearCallError) else GearCallError(
+                    f"could not prepare the data dir: {exc}", installation=inst.id,
+                    gear=inst.gear, code="start_failed")
+                health.failure(error.message, code=error.code)
+                raise error from None
             services = Services(inst, HostHttp(inst.manifest.permissions.network,
                                                allow_private=self.allow_private_hosts))
-            worker = Worker(inst, lambda: self._planner(inst, uid, data), services, health)
+            worker = Worker(inst, lambda: self._planner(inst, uid, data), services, health,
+                            max_waiters=self.max_waiters)
             self._entries[inst.id] = _Entry(inst, worker, health, mounted=mounted)
         try:
-            worker.start()
-        except GearCallError:
+            worker.start_attributed()
+        except GearCallError as exc:
+            # the installation's failure like any other: counted, and kept for the next start
+            health.failure(exc.message, timeout=exc.code in ("timeout", "start_timeout"),
+                           code=exc.code)
             with self._lock:
                 entry = self._entries.pop(inst.id, None)
+                self._failed_starts[inst.id] = health
             if entry is not None:
                 self._unmount_data(entry)
             raise
@@ -262,10 +289,18 @@ class Runtime:
         return entry.proxy
 
     def stop(self, installation: str) -> None:
+        """Stop the installation's worker (its failed-start count is kept: see :meth:`forget`)."""
         entry = self._entries.pop(installation, None)
         if entry is not None:
             entry.worker.stop()
             self._unmount_data(entry)
+
+    def forget(self, installation: str) -> None:
+        """Stop the worker and drop everything counted for ``installation`` (it changed:
+        a new version, config, or an operator re-enabled it)."""
+        self.stop(installation)
+        with self._lock:
+            self._failed_starts.pop(installation, None)
 
     def close(self) -> None:
         """Stop every worker and remove the runtime's own scratch directory."""
@@ -273,7 +308,10 @@ class Runtime:
             self.stop(installation)
         self.cgroups.release()
         if self._own_root:
-            shutil.rmtree(self.root_dir, ignore_errors=True)
+            try:
+                remove_tree(self.root_dir)
+            except OSError as exc:
+                log.error("could not remove the runtime's scratch dir %s: %s", self.root_dir, exc)
 
     def __enter__(self) -> Runtime:
         return self
@@ -304,7 +342,9 @@ class Runtime:
         """Type, check and count one call's outcome (a raw result or its GearCallError)."""
         inst, health = entry.inst, entry.health
         if isinstance(outcome, GearCallError):
-            if (outcome.code not in ("too_large", "backoff")
+            if outcome.code == "busy":
+                health.rejected(outcome.message)
+            elif (outcome.code not in ("too_large", "backoff")
                     or outcome.error_type == "ResultTooLarge"):
                 health.failure(outcome.message, timeout=outcome.code == "timeout",
                                code=outcome.code)
@@ -411,11 +451,20 @@ class Runtime:
 
     def enable(self, installation: str) -> None:
         """Re-enable an installation the circuit breaker disabled."""
+        if self._failed_starts.pop(installation, None) is not None:
+            return
         self._entry(installation).health.enable()
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """Counters, latency percentiles and disable reasons, per installation."""
-        return {i: {**e.health.snapshot(), "gear": e.inst.gear, "pid": e.worker.pid,
+        """Counters, latency percentiles and disable reasons, per installation.
+
+        Reads counters only: it never waits for a worker or a gear's turn, so a
+        health check answers while every gear hangs.
+        """
+        failed = {i: {**h.snapshot(), "gear": None, "pid": None, "level": self.level,
+                      "limits": self.cgroups.level, "output_dropped": 0, "sandbox": {}}
+                  for i, h in list(self._failed_starts.items())}
+        return failed | {i: {**e.health.snapshot(), "gear": e.inst.gear, "pid": e.worker.pid,
                     "level": self.level, "limits": self.cgroups.level,
                     "output_dropped": e.worker.output.dropped_lines,
                     "data_full": e.worker.data_full,

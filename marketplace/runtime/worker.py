@@ -28,7 +28,8 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -55,6 +56,7 @@ from marketplace.runtime.installation import Installation
 from marketplace.runtime.launcher import LaunchPlan
 from marketplace.runtime.output import OutputLimiter, strip_controls
 from marketplace.runtime.services import Services
+from marketplace.runtime.turns import Turns
 
 #: The interpreter's own boot (up to its ``hello``; no gear code runs before that).
 START_TIMEOUT_S = 20.0
@@ -64,6 +66,11 @@ LOAD_BASE_S = 2.0
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 30.0
 MAX_LOGS_PER_CALL = 1000
+#: Calls that may wait for an installation's worker while it serves another; more
+#: fail at once as ``busy``, so one slow gear holds at most this many + 1 threads.
+MAX_WAITERS = 1
+#: The longest a batch waits for a busy worker (a batch is a call per item).
+BATCH_WAIT_S = 10.0
 
 #: What :meth:`Worker.call_batch` reports per call: ``(index, raw JSON result or
 #: the call's GearCallError, latency in ms)``; returning False stops the batch.
@@ -114,7 +121,8 @@ class Worker:
 
     def __init__(self, inst: Installation, plan: Callable[[], LaunchPlan], services: Services,
                  health: Health, *, start_timeout: float = START_TIMEOUT_S,
-                 backoff_base: float = BACKOFF_BASE_S, backoff_max: float = BACKOFF_MAX_S):
+                 backoff_base: float = BACKOFF_BASE_S, backoff_max: float = BACKOFF_MAX_S,
+                 max_waiters: int = MAX_WAITERS):
         self.inst = inst
         self._plan = plan
         self.services = services
@@ -132,11 +140,31 @@ class Worker:
         #: its data dir had no free space or no free inode after the last call
         self.data_full = False
         self._lock = threading.RLock()
+        self._turns = Turns(max_waiters, self._lock)
         self._ids = 0
         self._starts = 0
         self._failures_in_row = 0
         self._next_start = 0.0
         self.log = logging.getLogger(f"gears.gear.{inst.id}")
+
+    # -- turns ----------------------------------------------------------------
+
+    @contextmanager
+    def turn(self, wait_s: float) -> Iterator[None]:
+        """The worker for one call or batch, waiting at most ``wait_s`` for it.
+
+        One process serves one call at a time. A caller that finds it busy waits
+        only as long as its own call's deadline, and only while fewer than
+        ``max_waiters`` others wait; otherwise it fails at once with ``busy``
+        (:class:`~marketplace.runtime.turns.Turns`). So a hung or slow gear holds
+        at most ``max_waiters + 1`` of the server's request threads.
+        """
+        with self._turns.take(wait_s, self._busy_error):
+            yield
+
+    def _busy_error(self, why: str) -> GearCallError:
+        return self._attribute(GearCallError, f"the worker is busy with another call ({why})",
+                               code="busy")
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -179,6 +207,21 @@ class Worker:
                 self.kill()
                 raise
             self._idle()
+
+    def start_attributed(self) -> None:
+        """:meth:`start`, with any failure to plan or launch the worker (an ``OSError``,
+        a ``RecursionError`` on a gear-made tree...) turned into the installation's
+        ``start_failed`` :class:`GearCallError`, so it is counted like any other."""
+        try:
+            self.start()
+        except GearCallError:
+            raise
+        except Exception as exc:
+            self.log.warning("cannot start the worker of %s: %r", self.inst.gear, exc)
+            self.kill()
+            raise self._attribute(GearCrashed, f"the worker could not be started: "
+                                  f"{type(exc).__name__}: {str(exc)[:500]}",
+                                  code="start_failed") from None
 
     def _handshake(self, plan: LaunchPlan) -> None:
         assert self.channel is not None
@@ -371,7 +414,7 @@ class Worker:
             time.sleep(wait)
         restarting = self._starts > 0
         try:
-            self.start()
+            self.start_attributed()
         except GearCallError:
             self._failed()
             raise
@@ -386,7 +429,7 @@ class Worker:
 
     def call(self, hook: str, kwargs: dict[str, Any], timeout_ms: int) -> Any:
         """Call ``hook`` in the worker; the raw JSON result, or ``GearCallError``."""
-        with self._lock:
+        with self.turn(timeout_ms / 1000):
             self._ids += 1
             call_id = self._ids
             try:
@@ -430,9 +473,10 @@ class Worker:
         ``GearCallError`` with the same code a single call would raise); when
         it returns False the rest of the batch is dropped and a worker still
         running it is killed. Returns how many calls were reported. The
-        caller keeps the framed batch under the size cap.
+        caller keeps the framed batch under the size cap. The wait for the worker
+        is bounded like the batch itself (:meth:`turn`).
         """
-        with self._lock:
+        with self.turn(min(BATCH_WAIT_S, len(calls) * timeout_ms / 1000)):
             try:
                 return self._call_batch(hook, calls, timeout_ms, on_item)
             finally:
