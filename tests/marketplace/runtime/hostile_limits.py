@@ -88,8 +88,10 @@ def spin_in_background(event):
     """Leave a thread burning CPU after the call returns."""
     if not _spin["n"]:
         threading.Thread(target=_spinner, daemon=True).start()
-        while not _spin["n"]:
-            time.sleep(0.001)
+    seen, waited = _spin["n"], 0
+    while _spin["n"] == seen and waited < 3000:  # let it run (it needs the GIL)
+        time.sleep(0.001)
+        waited += 1
     return {"ok": True, "detail": _spin["n"]}
 
 
