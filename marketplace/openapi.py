@@ -401,10 +401,11 @@ def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
     """Every operation with the answers any request may meet.
 
     ``503``: the database or blob store is down or busy (``database_unavailable``,
-    ``database_busy``, ``storage_unavailable``), with ``Retry-After``. ``429``
-    (``rate_limited``, with ``Retry-After``): too many failed token
-    authentications from the caller's address, on every operation that reads
-    a token. Documents that touch neither are left alone.
+    ``database_busy``, ``storage_unavailable``), with ``Retry-After``. ``401``:
+    the bearer token sent is bad (every operation reads one when sent, even
+    those anonymous callers may use). ``429`` (``rate_limited``, with
+    ``Retry-After``): too many failed authentications with that token or from
+    that address. The document itself is left alone.
     """
     out: dict[str, Any] = {}
     for path, ops in paths.items():
@@ -416,10 +417,13 @@ def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
             responses = dict(op["responses"])
             responses.setdefault("503", {"description": "A backing service is unavailable or "
                                          "busy; retry after Retry-After", **_json("Error")})
-            if "401" in responses or op.get("security"):
-                responses.setdefault("429", {"description": "Too many failed token "
-                                             "authentications from this address; retry after "
-                                             "Retry-After", **_json("Error")})
+            # Every operation reads a bearer token when one is sent: a bad one is 401 even
+            # where anonymous callers are welcome, and repeated failures are 429.
+            responses.setdefault("401", {"description": "The bearer token sent is invalid, "
+                                         "expired or revoked", **_json("Error")})
+            responses.setdefault("429", {"description": "Too many failed authentications "
+                                         "with this token or from this address; retry after "
+                                         "Retry-After", **_json("Error")})
             out[path][method] = {**op, "responses": responses}
     return out
 

@@ -96,7 +96,8 @@ def _op(summary: str, response: str, *errors: int, body: str | None = None,
         status: str = "200") -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}],
                           "responses": {status: {"description": "OK", **_json(response)}}}
-    for code in (401, 403, 404, *errors):
+    # 429: too many failed token authentications; 503: the database is down or busy.
+    for code in (401, 403, 404, 429, 503, *errors):
         op["responses"][str(code)] = {"description": "error", **_json("Error")}
     if body:
         op["requestBody"] = {"required": True, **_json(body)}

@@ -90,6 +90,6 @@ PATHS: dict[str, Any] = {
     "/api/v1/admin/gears/{publisher}/{name}/{version}/revet": {
         "post": {**_state_change("Run the vetting checks again", "Admin only.")["post"],
                  "responses": {"202": {"description": "Queued", **_json("Version")},
-                               **_err(401, 403, 404)}},
+                               **_err(400, 401, 403, 404, 422)}},
     },
 }

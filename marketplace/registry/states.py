@@ -28,7 +28,14 @@ MAX_REASON = 2000
 Signer = Callable[[Session, GearVersion], object]
 
 
-def _reason(reason: str | None, *, required: bool, what: str) -> str | None:
+def check_reason(reason: str | None, *, required: bool, what: str) -> str | None:
+    """A reason as stored: stripped, or ``None``; 422 when required and empty, or longer
+    than :data:`MAX_REASON` as sent (the documented ``maxLength``, spaces included)."""
+    if reason and len(reason) > MAX_REASON:
+        raise MarketplaceError(
+            422, "reason_too_long", f"the reason may be at most {MAX_REASON} characters",
+            [{"path": "$.reason", "message": "too long", "code": "too_long"}],
+        )
     reason = (reason or "").strip() or None
     if required and not reason:
         raise MarketplaceError(
@@ -111,7 +118,7 @@ def review(session: Session, actor: User, version: GearVersion, *, approve: bool
     Of concurrent reviews of one version exactly one wins (see :func:`_claim`);
     only the winner signs and writes an audit entry.
     """
-    reason = _reason(reason, required=not approve, what="rejection")
+    reason = check_reason(reason, required=not approve, what="rejection")
     if version.status is not VersionStatus.pending:
         raise MarketplaceError(409, "invalid_state", _not_pending(version),
                                current=version_state(version))
@@ -143,7 +150,7 @@ def _refresh_gear(version: GearVersion) -> None:
 def set_yanked(session: Session, actor: User, version: GearVersion, *, yanked: bool,
                reason: str | None) -> GearVersion:
     """Yank hides a version from new installs; it stays downloadable by exact version."""
-    reason = _reason(reason, required=yanked, what="yank")
+    reason = check_reason(reason, required=yanked, what="yank")
 
     def refusal(v: GearVersion) -> str:
         return f"{v.gear.name} {v.version} is {'already' if yanked else 'not'} yanked"
@@ -183,7 +190,7 @@ def set_quarantined(session: Session, actor: User, version: GearVersion, *, quar
                     reason: str | None) -> GearVersion:
     """Quarantine blocks a version from loading anywhere (through the signed kill list)
     and from download; both directions need a reason, as both change what runs."""
-    reason = _reason(reason, required=True,
+    reason = check_reason(reason, required=True,
                      what="quarantine" if quarantined else "release from quarantine")
 
     def refusal(v: GearVersion) -> str:

@@ -85,9 +85,10 @@ def revet(publisher: str, name: str, version: str) -> tuple[Response, int]:
     from marketplace.vetting.jobs import enqueue
 
     v, row = _admin_version(publisher, name, version)
+    reason = states.check_reason(_reason_from_body(), required=False, what="revet")
     session = get_session()
     enqueue(session, row)
     audit.record(session, v.user, "version.revet", "version",  # type: ignore[attr-defined]
-                 f"{row.gear.name}@{row.version}", reason=_reason_from_body())
+                 f"{row.gear.name}@{row.version}", reason=reason)
     session.commit()
     return jsonify(queries.version_json(row, base_url(), private=True)), 202

@@ -9,6 +9,7 @@ API, the web pages and the runtime call; they are re-exported here.
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import BaseConverter
 
 from marketplace.workspaces import events
 from marketplace.workspaces.capabilities import (
@@ -71,12 +72,21 @@ __all__ = [
 ]
 
 
+class InstallationIdConverter(BaseConverter):
+    """Matches installation ids (:func:`~marketplace.workspaces.models.new_installation_id`)."""
+
+    regex = "[0-9a-f]{32}"
+
+
 def init_app(app: Flask) -> None:
     """Give the app's sessions the secret box and mount the installations API."""
     from marketplace.db import database
     from marketplace.workspaces import secrets
     from marketplace.workspaces.api import bp
 
+    # Installation ids are 32 hex digits: "/installations/plan" and other words are never
+    # routed as one (a PATCH or DELETE there is 405, not "no installation 'plan'").
+    app.url_map.converters["installation_id"] = InstallationIdConverter
     fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
     secrets.attach(database(app).sessionmaker,
                    SecretBox(app.config["SECRET_KEY"], list(fallbacks)))

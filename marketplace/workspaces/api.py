@@ -112,14 +112,14 @@ def plan(ws: str) -> Response:
     return jsonify(plan_json(result, _base_url()))
 
 
-@bp.get("/<ws>/installations/<installation_id>")
+@bp.get("/<ws>/installations/<installation_id:installation_id>")
 def get_installation(ws: str, installation_id: str) -> Response:
     workspace, _ = _workspace(ws)
     inst = service.get_installation(get_session(), workspace, installation_id)
     return jsonify(installation_json(inst, _base_url()))
 
 
-@bp.patch("/<ws>/installations/<installation_id>")
+@bp.patch("/<ws>/installations/<installation_id:installation_id>")
 def patch_installation(ws: str, installation_id: str) -> Response:
     """Upgrade/downgrade (``version``), reconfigure (``config``), enable or disable.
 
@@ -142,7 +142,7 @@ def patch_installation(ws: str, installation_id: str) -> Response:
     return jsonify(installation_json(inst, _base_url()))
 
 
-@bp.delete("/<ws>/installations/<installation_id>")
+@bp.delete("/<ws>/installations/<installation_id:installation_id>")
 def delete_installation(ws: str, installation_id: str) -> tuple[str, int]:
     workspace, user = _workspace(ws)
     session = get_session()

@@ -166,7 +166,7 @@ def _event(inst: Installation, **extra: Any) -> events.InstallationEvent:
 
 def _reason(reason: str | None) -> str | None:
     text = (reason or "").strip() or None
-    if text and len(text) > MAX_REASON:
+    if reason and len(reason) > MAX_REASON:  # as sent: the documented maxLength
         raise MarketplaceError(422, "reason_too_long",
                                f"the reason may be at most {MAX_REASON} characters",
                                [{"path": "$.reason", "message": "too long", "code": "too_long"}])
