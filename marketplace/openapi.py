@@ -397,6 +397,17 @@ def _merge_trust() -> None:
 _merge_trust()
 
 
+#: What every path and query string value must match: no NUL character.
+NO_NUL = "^[^\u0000]*$"
+
+
+def _without_nul(param: dict[str, Any]) -> dict[str, Any]:
+    schema = param.get("schema") or {}
+    if schema.get("type") != "string" or "pattern" in schema or "enum" in schema:
+        return param
+    return {**param, "schema": {**schema, "pattern": NO_NUL}}
+
+
 def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
     """Every operation with the answers any request may meet.
 
@@ -415,6 +426,13 @@ def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
                 out[path][method] = op
                 continue
             responses = dict(op["responses"])
+            if op.get("parameters"):
+                # Path and query values are checked before anything else (no NUL, valid
+                # Unicode): 400 invalid_parameter, with the parameter named.
+                responses.setdefault("400", {"description": "A path or query value is "
+                                             "refused (a NUL character, invalid Unicode)",
+                                             **_json("Error")})
+                op = {**op, "parameters": [_without_nul(p) for p in op["parameters"]]}
             responses.setdefault("503", {"description": "A backing service is unavailable or "
                                          "busy; retry after Retry-After", **_json("Error")})
             # Every operation reads a bearer token when one is sent: a bad one is 401 even
