@@ -163,3 +163,21 @@ time.sleep(8)
 def gear_on_event(event, profile, config, ctx):
     return None
 '''
+
+#: the gear's import holds memfd pages beyond its limit: import-time code is inside the group
+HOG_AT_IMPORT_SOURCE = r'''
+import ctypes, os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_held = []
+for _ in range(40):
+    _fd = _libc.memfd_create(b"hog", 0)
+    _held.append(_fd)
+    for _ in range(15):
+        os.write(_fd, b"x" * (1024 * 1024))
+
+
+@hookimpl
+def gear_on_event(event, profile, config, ctx):
+    return None
+'''

@@ -31,7 +31,11 @@ from marketplace.runtime.datadir import (
 )
 from marketplace.runtime.launcher import SANDBOX_DATA, ResourceLimits
 from marketplace.runtime.output import OutputLimits, strip_controls
-from tests.marketplace.runtime.hostile_limits import HOSTILE_LIMITS_SOURCE, SLOW_IMPORT_SOURCE
+from tests.marketplace.runtime.hostile_limits import (
+    HOG_AT_IMPORT_SOURCE,
+    HOSTILE_LIMITS_SOURCE,
+    SLOW_IMPORT_SOURCE,
+)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(120)]
 
@@ -188,6 +192,39 @@ def test_slow_imports_fail_at_the_gears_start_deadline(level: str, make_gear, in
         rt.start(installation(gear))
     assert info.value.code == "start_timeout", info.value.message
     assert "start deadline of 3.0 s" in info.value.message
+
+
+@pytest.mark.parametrize("level", ["strict", "standard"])
+def test_import_time_code_runs_inside_the_group(level: str, make_gear, installation,
+                                                runtime_factory) -> None:
+    _need_cgroups()
+    rt = runtime_factory(level=level)
+    gear = make_gear(HOG_AT_IMPORT_SOURCE, memory_mb=MEMORY_MB, timeout_ms=5000)
+    with pytest.raises(GearCallError) as info:
+        rt.start(installation(gear))
+    assert info.value.code == "memory_limit", info.value.message
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = {pid}, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def test_every_task_of_the_sandbox_is_in_the_workers_group(abuser: Abuser) -> None:
+    worker = abuser.runtime.worker(abuser.inst.id)
+    assert worker.cgroup is not None and worker.pid is not None
+    tree = _descendants(worker.pid)
+    assert len(tree) >= 1 and tree <= set(worker.cgroup.pids())
 
 
 def test_stopping_a_worker_removes_its_control_group(abuser: Abuser) -> None:
