@@ -101,6 +101,20 @@ def _command_markdown(cmd: click.Command, path: str, parent: click.Context) -> l
     return out
 
 
+def finding_codes_markdown() -> str:
+    """The vetting finding codes, from :data:`marketplace.vetting.findings.CODES`."""
+    from marketplace.vetting.findings import CODES
+
+    lines = [HEADER + "# Vetting finding codes", "",
+             "Every code a vetting check may report, with its usual severity (some checks "
+             "raise or lower it by context; see `docs/admin-guide.md`). Codes are stable: "
+             "automation keys on them, never on messages.", "",
+             "| code | usual severity | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{code}` | {sev} | {meaning.replace('|', '/')} |"
+              for code, (sev, meaning) in CODES.items()]
+    return "\n".join(lines) + "\n"
+
+
 def render_all() -> dict[str, str]:
     """Every generated page, by path relative to the repository root."""
     from gears_sdk.cli import main as gears_main
@@ -108,6 +122,7 @@ def render_all() -> dict[str, str]:
     pages = {
         "docs/hooks.md": hooks_markdown(),
         "docs/permissions.md": permissions_markdown(),
+        "docs/finding-codes.md": finding_codes_markdown(),
         "docs/cli.md": cli_markdown(
             gears_main, "gears",
             "The developer's command: scaffold, validate, build, inspect and publish gears. "

@@ -29,10 +29,12 @@ __all__ = ["DEMO_BUSINESS", "DEMO_DEVELOPER", "DEMO_PUBLISHER", "DEMO_WORKSPACE"
 
 
 def seed_demo(app: Flask, say: Callable[[str], None] = print) -> None:
-    """Accounts, then gears, then the workspace: each step only adds what is missing."""
+    """Accounts, then gears, then the workspace: each step only adds what is missing,
+    and everything is audited as the ``demo-seed`` actor."""
     from marketplace.accounts import service, tokens
+    from marketplace.audit import SystemActor
     from marketplace.db import session_scope
-    from marketplace.demo.gears import approve_pending, example_dirs, publish_examples
+    from marketplace.demo.gears import approve_own, build_examples, publish_examples
     from marketplace.demo.workspace import install_gears, seed_engine
 
     with session_scope(app) as session:
@@ -43,13 +45,15 @@ def seed_demo(app: Flask, say: Callable[[str], None] = print) -> None:
         if any(DEMO_BUSINESS in line and "created business" in line for line in created):
             user = service.require_user(session, DEMO_BUSINESS)
             token, _ = tokens.create_token(session, user, [f"workspace:{DEMO_WORKSPACE}"],
-                                           name="demo", expires_days=30)
+                                           name="demo", expires_days=30,
+                                           actor=SystemActor.seed)
             session.commit()
             say(f"workspace token for {DEMO_BUSINESS} (workspace:{DEMO_WORKSPACE}): {token}")
-        if not example_dirs():
+        examples = build_examples()
+        if not examples:
             say("example_gears/ not found next to the package: no demo gears to publish")
             return
-        publish_examples(app, session, DEMO_DEVELOPER, say)
-        approve_pending(app, session, say)
-        ids = install_gears(session, DEMO_WORKSPACE, DEMO_BUSINESS, say)
+        publish_examples(app, session, DEMO_DEVELOPER, say, examples)
+        approve_own(app, session, say, examples)
+        ids = install_gears(session, DEMO_WORKSPACE, examples, say)
         seed_engine(app, session, DEMO_WORKSPACE, ids, say)

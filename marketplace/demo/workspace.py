@@ -13,8 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marketplace.accounts import service as accounts
+from marketplace.audit import SystemActor
 from marketplace.db import utcnow
-from marketplace.models import Gear, Workspace
+from marketplace.demo.gears import Example
+from marketplace.errors import MarketplaceError
+from marketplace.models import Gear, GearVersion, VersionStatus, Workspace
 from marketplace.workspaces import service as installs
 from marketplace.workspaces.models import Installation
 
@@ -52,21 +55,38 @@ def _workspace(session: Session, name: str) -> Workspace:
     return workspace
 
 
-def install_gears(session: Session, workspace_name: str, member: str, say: Say) -> dict[str, str]:
-    """Install the demo gears that are missing; ``{gear name: installation id}``."""
+def install_gears(session: Session, workspace_name: str, examples: list[Example],
+                  say: Say) -> dict[str, str]:
+    """Install the demo gears that are missing, each at the seed's own approved version
+    (never another archive of the same gear); ``{gear name: installation id}``."""
     workspace = _workspace(session, workspace_name)
-    actor = accounts.require_user(session, member)
     have = {name: iid for iid, name in session.execute(
         select(Installation.id, Gear.name).join(Gear, Installation.gear_id == Gear.id)
         .where(Installation.workspace_id == workspace.id))}
+    by_name = {ex.name: ex for ex in examples}
     for name in DEMO_GEARS:
-        if name in have or session.scalar(select(Gear.id).where(Gear.name == name)) is None:
+        ex = by_name.get(name)
+        if name in have or ex is None or not _approved(session, ex):
             continue
-        inst = installs.install(session, workspace, name, version_spec=None, config={},
-                                consent=True, actor=actor)
+        try:
+            inst = installs.install(session, workspace, name, version_spec=ex.version,
+                                    config={}, consent=True, actor=SystemActor.seed)
+        except MarketplaceError as exc:
+            session.rollback()
+            say(f"did not install {name}: {exc.message}")
+            continue
         have[name] = inst.id
-        say(f"installed {name} into {workspace_name}")
+        say(f"installed {name} into {workspace_name} (version {ex.version})")
     return have
+
+
+def _approved(session: Session, ex: Example) -> bool:
+    """Whether the seed's own archive of ``ex`` is approved and public."""
+    return session.scalar(
+        select(GearVersion.id).join(Gear, GearVersion.gear_id == Gear.id)
+        .where(Gear.name == ex.name, GearVersion.version == ex.version,
+               GearVersion.sha256 == ex.sha256, GearVersion.status == VersionStatus.approved,
+               GearVersion.yanked.is_(False), GearVersion.quarantined.is_(False))) is not None
 
 
 def sample_events(rng: random.Random) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from gears_sdk.manifest import Manifest
 from gears_sdk.versions import precedence_key
 from marketplace import audit
 from marketplace.db import COMMITTING
+from marketplace.audit import SystemActor
 from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
 from marketplace.storage import BlobStore, StorageError
@@ -39,6 +40,8 @@ class Upload:
     data: bytes
     user: User
     token: ApiToken | None
+    #: Who the audit log names when not ``user`` (the demo seed publishing its examples).
+    actor: SystemActor | None = None
 
 
 def publish(session: Session, store: BlobStore, upload: Upload) -> GearVersion:
@@ -50,7 +53,7 @@ def publish(session: Session, store: BlobStore, upload: Upload) -> GearVersion:
     check_new_version(session, gear, manifest)
     check_kind_unchanged(gear, manifest)
     store_blob(store, archive.sha256, upload.data)
-    return insert_version(session, publisher, gear, archive, upload.user)
+    return insert_version(session, publisher, gear, archive, upload.user, upload.actor)
 
 
 def read_upload(data: bytes) -> GearArchive:
@@ -160,7 +163,8 @@ def store_blob(store: BlobStore, sha256: str, data: bytes) -> None:
 
 
 def insert_version(
-    session: Session, publisher: Publisher, gear: Gear | None, archive: GearArchive, user: User
+    session: Session, publisher: Publisher, gear: Gear | None, archive: GearArchive, user: User,
+    actor: SystemActor | None = None,
 ) -> GearVersion:
     """Create the gear (first version) and the pending version row, with an audit entry.
 
@@ -171,7 +175,7 @@ def insert_version(
     manifest = archive.manifest
     for attempt in (1, 2):
         try:
-            return _insert(session, publisher, gear, archive, user)
+            return _insert(session, publisher, gear, archive, user, actor)
         except IntegrityError:
             session.rollback()
             gear_was_new = gear is None
@@ -184,7 +188,8 @@ def insert_version(
 
 
 def _insert(
-    session: Session, publisher: Publisher, gear: Gear | None, archive: GearArchive, user: User
+    session: Session, publisher: Publisher, gear: Gear | None, archive: GearArchive, user: User,
+    actor: SystemActor | None,
 ) -> GearVersion:
     manifest = archive.manifest
     if gear is None:
@@ -201,7 +206,7 @@ def _insert(
     )
     session.add(version)
     session.flush()
-    audit.record(session, user, "version.publish", "version",
+    audit.record(session, actor or user, "version.publish", "version",
                  f"{manifest.name}@{manifest.version}", after=version_state(version))
     enqueue_vetting(session, version)
     try:

@@ -94,7 +94,7 @@ def _claim(session: Session, version: GearVersion, expected: dict[str, Any],
     return before
 
 
-def _finish(session: Session, actor: User | None, version: GearVersion, action: str,
+def _finish(session: Session, actor: audit.Actor, version: GearVersion, action: str,
             reason: str | None, before: dict[str, Any]) -> GearVersion:
     refresh_listing(version.gear)
     audit.record(session, actor, action, "version",
@@ -109,22 +109,26 @@ def _not_pending(version: GearVersion) -> str:
             "versions can be reviewed")
 
 
-def review(session: Session, actor: User, version: GearVersion, *, approve: bool,
-           reason: str | None, sign: Signer | None = None) -> GearVersion:
+def review(session: Session, actor: User | audit.SystemActor, version: GearVersion, *,
+           approve: bool, reason: str | None, sign: Signer | None = None,
+           only_if: dict[str, Any] | None = None) -> GearVersion:
     """Approve or reject a pending version; a rejection needs a reason.
 
     An approval is signed by ``sign`` in the same transaction: a version is
     never approved without its signature, nor signed without being approved.
     Of concurrent reviews of one version exactly one wins (see :func:`_claim`);
-    only the winner signs and writes an audit entry.
+    only the winner signs and writes an audit entry. ``only_if`` adds column
+    conditions to that update (the demo seed approves only its own bytes, never
+    a yanked or quarantined version).
     """
     reason = check_reason(reason, required=not approve, what="rejection")
     if version.status is not VersionStatus.pending:
         raise MarketplaceError(409, "invalid_state", _not_pending(version),
                                current=version_state(version))
-    before = _claim(session, version, {"status": VersionStatus.pending}, {
+    before = _claim(session, version, {"status": VersionStatus.pending, **(only_if or {})}, {
         "status": VersionStatus.approved if approve else VersionStatus.rejected,
-        "review_reason": reason, "reviewed_by_id": actor.id, "reviewed_at": datetime.now(UTC),
+        "review_reason": reason, "reviewed_at": datetime.now(UTC),
+        "reviewed_by_id": actor.id if isinstance(actor, User) else None,
     }, _not_pending)
     if approve:
         _refresh_gear(version)

@@ -25,7 +25,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "hook_not_for_kind": ("high", "a declared hook does not exist for the gear's kind"),
     "hook_bad_arguments": ("high", "a hook implementation takes arguments its spec lacks"),
     "entrypoint_missing": ("critical", "the entrypoint module is not in the archive"),
-    "syntax_error": ("high", "a Python file does not parse"),
+    "syntax_error": ("high", "a Python file does not parse (it is reported on its own and "
+                             "never hides the findings of other files)"),
     "process_spawn": ("high", "starts processes (subprocess, os.system, os.exec*, os.fork)"),
     "raw_network": ("high", "opens network connections itself instead of through ctx.http"),
     "native_code": ("high", "loads native code (ctypes, cffi)"),
@@ -35,7 +36,21 @@ CODES: dict[str, tuple[Severity, str]] = {
     "file_write": ("medium", "opens files for writing (the sandbox refuses this anyway)"),
     "sys_modules_tampering": ("high", "changes sys.modules"),
     "builtins_patching": ("high", "changes builtins"),
-    "dynamic_getattr": ("medium", "getattr/setattr on a module with a computed name"),
+    "dynamic_getattr": ("medium", "setattr/delattr patches a module"),
+    "dynamic_access": ("high", "reaches modules or attributes by names computed at run time "
+                               "(getattr, __import__, importlib, sys.modules, __dict__)"),
+    "low_level_module": ("high", "uses a low-level module below the standard wrappers (posix, "
+                                 "_socket, _io, _posixsubprocess, _ctypes, cffi…)"),
+    "host_secret_read": ("high", "reads the host's secrets from the environment (GEARS_*, "
+                                 "*SECRET*, *TOKEN*…, a computed name, or all of it)"),
+    "environment_read": ("low", "reads an environment variable instead of its config"),
+    "host_file_read": ("high", "opens or names a file of the host outside the gear "
+                               "(/etc/passwd, absolute paths, ~, ..)"),
+    "unanalyzable_file": ("high", "a Python file the static analysis could not finish "
+                                  "(nested too deeply or too large)"),
+    "opaque_binary": ("high", "a binary file that is no known image format: code or data "
+                              "nobody can review"),
+    "large_file": ("medium", "a file larger than the review limit (1 MiB)"),
     "secret_aws_key": ("critical", "an AWS access key id is in the code"),
     "secret_private_key": ("critical", "a private key is in the code"),
     "secret_token": ("high", "an API token (gears_, ghp_, sk_live_, xox…) is in the code"),

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -70,13 +71,17 @@ def enqueue(session: Session, version: GearVersion) -> VettingJob:
 
 
 def claim(session: Session, worker: str | None = None, *, stale_after: timedelta = STALE_AFTER,
-          max_attempts: int = MAX_ATTEMPTS, now: datetime | None = None) -> Claim | None:
-    """Claim the oldest runnable job, or ``None``. Commits."""
+          max_attempts: int = MAX_ATTEMPTS, now: datetime | None = None,
+          versions: Collection[int] | None = None) -> Claim | None:
+    """Claim the oldest runnable job (of ``versions`` only, when given), or ``None``.
+    Commits."""
     now = now or utcnow()
     cutoff = now - stale_after
     _give_up_exhausted(session, cutoff, max_attempts)
     runnable = or_(VettingJob.state == JobState.queued,
                    and_(VettingJob.state == JobState.running, VettingJob.claimed_at < cutoff))
+    if versions is not None:
+        runnable = and_(runnable, VettingJob.version_id.in_(list(versions)))
     candidates = session.scalars(
         select(VettingJob.id).where(runnable, VettingJob.attempts < max_attempts)
         .order_by(VettingJob.created_at, VettingJob.id).limit(10)).all()

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, object_session
 
 from gears_sdk.manifest import secret_fields
 from marketplace import audit
+from marketplace.audit import SystemActor
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, User, Workspace
 from marketplace.registry.states import lock_gear
@@ -178,8 +179,11 @@ def _reason(reason: str | None) -> str | None:
 
 def install(session: Session, workspace: Workspace, gear_name: str, *,
             version_spec: str | None = None, config: dict[str, Any] | None = None,
-            consent: Consent = False, actor: User | None) -> Installation:
+            consent: Consent = False, actor: User | SystemActor | None) -> Installation:
     """Install ``gear_name`` into ``workspace`` and commit.
+
+    ``actor`` is who installs: a member, or a :class:`~marketplace.audit.SystemActor`
+    (the demo seed), which is audited as such and installs as no user.
 
     The version is resolved by :func:`~marketplace.workspaces.planning.plan_install`;
     ``consent`` must cover every capability of the chosen version; the config is
@@ -199,7 +203,7 @@ def install(session: Session, workspace: Workspace, gear_name: str, *,
         constraint=plan.constraint, config=clean,
         secrets_encrypted=box_for(session).encrypt(secrets), enabled=True,
         status=InstallationStatus.active, consented_capabilities=list(plan.capabilities),
-        installed_by=actor)
+        installed_by=actor if isinstance(actor, User) else None)
     session.add(inst)
     try:
         session.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from marketplace.vetting.checks.dynamic import check_dynamic
+from marketplace.vetting.checks.files import check_files
 from marketplace.vetting.checks.hooks import check_hooks
 from marketplace.vetting.checks.package import (
     check_archive,
@@ -30,6 +31,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("archive", check_archive),
     ("hooks", check_hooks),
     ("static", check_static),
+    ("files", check_files),
     ("secrets", check_secrets),
     ("package", check_readme_license),
     ("config_schema", check_config_schema),

@@ -92,6 +92,9 @@ def check_hooks(ctx: VetContext) -> Iterable[Finding]:
     except SyntaxError as exc:
         return [finding("syntax_error", f"the entrypoint does not parse: {exc.msg}",
                         file=exc.filename or entry, line=exc.lineno)]
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return [finding("syntax_error", f"the entrypoint cannot be parsed "
+                        f"({type(exc).__name__}): {exc}"[:300], file=entry)]
     out: list[Finding] = [finding("hook_not_for_kind", problem, file="gear.json")
                           for problem in kind_problems(m.kind, m.hooks)]
     allowed = KIND_HOOKS.get(m.kind, frozenset())

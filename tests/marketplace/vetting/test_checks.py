@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from marketplace.vetting.checks import CHECKS
+from marketplace.vetting.checks.files import check_files
 from marketplace.vetting.checks.hooks import check_hooks
 from marketplace.vetting.checks.package import (
     check_archive,
@@ -120,7 +121,49 @@ def test_static_good_gear_is_clean(vet_ctx):
     ("import sys\nsys.modules.update({})", "sys_modules_tampering"),
     ("import builtins\nbuiltins.open = None", "builtins_patching"),
     ("__builtins__['open'] = None", "builtins_patching"),
-    ("import os\nname = 'sys' + 'tem'\ngetattr(os, name)('id')", "dynamic_getattr"),
+    ("import os\nname = 'sys' + 'tem'\ngetattr(os, name)('id')", "dynamic_access"),
+    ("import os\nsetattr(os, 'getcwd', None)", "dynamic_getattr"),
+    # Below the wrappers: the low-level modules carry the same powers.
+    ("import posix\nposix.system('id')", "process_spawn"),
+    ("import posix\nposix.system('id')", "low_level_module"),
+    ("from posix import system", "process_spawn"),
+    ("import _socket\n_socket.socket()", "raw_network"),
+    ("import _socket", "low_level_module"),
+    ("import _io\n_io.open('x.txt')", "low_level_module"),
+    ("import _posixsubprocess", "process_spawn"),
+    ("import cffi", "native_code"),
+    # Reached by name: constant names resolve, computed names are dynamic access.
+    ("import sys\nsys.modules.get('ctypes')", "native_code"),
+    ("import sys\nsys.modules['subprocess'].run(['id'])", "process_spawn"),
+    ("import sys\nsys.modules.get(name)", "dynamic_access"),
+    ("import sys\nm = sys.modules\nm['ctypes']", "dynamic_access"),
+    ("from sys import modules\nmodules[name]", "dynamic_access"),
+    ("import os\ngetattr(os, 'ch' + 'mod')('/x', 0o777)", "dynamic_access"),
+    ("import os\ngetattr(os, 'system')('id')", "process_spawn"),
+    ("import os\nrun = os.system\nrun('id')", "process_spawn"),
+    ("__import__('sub' + 'process')", "dynamic_access"),
+    ("__import__('subprocess')", "process_spawn"),
+    ("import importlib\nimportlib.import_module(name)", "dynamic_access"),
+    ("import importlib\nimportlib.import_module('ctypes')", "native_code"),
+    ("import os\nvars(os)[name]", "dynamic_access"),
+    ("import os\nos.__dict__['system']", "dynamic_access"),
+    ("__builtins__['ev' + 'al']", "dynamic_access"),
+    ("().__class__.__bases__[0].__subclasses__()", "dynamic_access"),
+    # The host's secrets and files.
+    ("import os\nos.environ['GEARS_SECRET_KEY']", "host_secret_read"),
+    ("import os\nos.environ.get('AWS_SECRET_ACCESS_KEY')", "host_secret_read"),
+    ("import os\nos.getenv('GEARS_DATABASE_URL')", "host_secret_read"),
+    ("from os import environ\nenviron['API_TOKEN']", "host_secret_read"),
+    ("import os\nos.environ.get(name)", "host_secret_read"),
+    ("import os\nsecrets = dict(os.environ)", "host_secret_read"),
+    ("import os\nfor k, v in os.environ.items(): pass", "host_secret_read"),
+    ("import os\nos.getenv('TZ')", "environment_read"),
+    ("open('/etc/passwd').read()", "host_file_read"),
+    ("import _io\n_io.open('/etc/shadow')", "host_file_read"),
+    ("p = '/proc/self/environ'\nopen(p).read()", "host_file_read"),
+    ("from pathlib import Path\nPath('/root/.ssh/id_rsa').read_text()", "host_file_read"),
+    ("open('../../secrets.json')", "host_file_read"),
+    ("open('~/.aws/credentials')", "host_file_read"),
 ])
 def test_static_flags(source, code):
     found = [c for c, _line, _msg in analyze_source(source)]
@@ -135,6 +178,10 @@ def test_static_flags(source, code):
     "import os\nos.path.join('a', 'b')",
     "getattr(object(), 'x', None)",
     "import json\njson.loads('{}')",
+    "import sys\nsys.modules.get('json')",
+    "import os\npath = os.path.join(os.path.dirname(__file__), 'data.json')\nopen(path).read()",
+    "html = '<a href=\"/home/sale\">Sale</a>'",
+    "getattr(config, key, None)",
 ])
 def test_static_leaves_harmless_code_alone(source):
     assert analyze_source(source) == []
@@ -155,6 +202,44 @@ def test_static_network_severity_depends_on_declared_permissions(vet_ctx):
 def test_static_reports_syntax_errors_with_location(vet_ctx):
     (f,) = check_static(vet_ctx(extra_files={"broken.py": "def x(:\n"}))
     assert f.code == "syntax_error" and f.file == "broken.py" and f.line == 1
+
+
+@pytest.mark.parametrize("bad", [
+    "def x(:\n",                                   # a syntax error
+    "x = 1\0\n",                                  # a NUL byte
+    "x = " + "(" * 300 + ")" * 300 + "\n",         # too many parentheses for the parser
+    "x = 1" + "".join(f" + {i}" for i in range(100_000)) + "\n",  # too deep to walk
+    "a" + "".join(f".b{i}" for i in range(100_000)) + "\n",
+])
+def test_an_unparseable_file_never_hides_the_findings_of_the_others(vet_ctx, bad):
+    ctx = vet_ctx(extra_files={"hello/aaa_broken.py": bad,
+                               "hello/zzz_net.py": "import posix\nposix.system('id')\n",
+                               "hello/mmm_env.py": "import os\nos.environ['GEARS_SECRET_KEY']\n"})
+    found = {(f.code, f.file) for f in check_static(ctx)}
+    broken = {code for code, file in found if file == "hello/aaa_broken.py"}
+    assert broken & {"syntax_error", "unanalyzable_file"}, found
+    assert all(CODES[c][0] == "high" for c in broken)
+    assert ("process_spawn", "hello/zzz_net.py") in found
+    assert ("low_level_module", "hello/zzz_net.py") in found
+    assert ("host_secret_read", "hello/mmm_env.py") in found
+    if len(bad) < 10_000:  # the whole pipeline too: no scanner error hides the rest
+        codes_all = [f["code"] for f in run_checks(ctx)]
+        assert "scanner_error" not in codes_all and "process_spawn" in codes_all
+
+
+def test_a_large_opaque_binary_is_its_own_finding(vet_ctx):
+    import os as _os
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    ctx = vet_ctx(extra_files={"hello/payload.bin": _os.urandom(7 * 1024 * 1024),
+                               "hello/icon.png": png,
+                               "hello/blob.dat": b"\x00\x01\x02 opaque"})
+    found = {(f.code, f.file): f.severity for f in check_files(ctx)}
+    assert found[("opaque_binary", "hello/payload.bin")] == "high"
+    assert found[("large_file", "hello/payload.bin")] == "medium"
+    assert found[("opaque_binary", "hello/blob.dat")] == "high"
+    assert not any(file == "hello/icon.png" for _code, file in found)
+    assert list(check_files(vet_ctx("acme/clean"))) == []
 
 
 # -- secrets ------------------------------------------------------------------
@@ -274,7 +359,8 @@ def test_every_code_a_check_uses_is_catalogued():
     from marketplace.vetting import checks as pkg
 
     used: set[str] = set()
-    for mod in (pkg.static, pkg.hooks, pkg.secrets, pkg.package, pkg.dynamic):
+    for mod in (pkg.static, pkg.host, pkg.files, pkg.hooks, pkg.secrets, pkg.package,
+                pkg.dynamic):
         for node in ast.walk(ast.parse(inspect.getsource(mod))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                     and node.value in CODES:
@@ -284,7 +370,9 @@ def test_every_code_a_check_uses_is_catalogued():
     assert next(name for name, _ in CHECKS) == "archive"
 
 
-def test_the_admin_guide_documents_every_finding_code(repo_root):
+def test_the_docs_list_every_finding_code(repo_root):
+    listed = (repo_root / "docs" / "finding-codes.md").read_text()
+    missing = [code for code in CODES if f"`{code}`" not in listed]
+    assert missing == [], "run `python -m marketplace.docgen`"
     guide = (repo_root / "docs" / "admin-guide.md").read_text()
-    missing = [code for code in CODES if f"`{code}`" not in guide]
-    assert missing == [], "document these codes in docs/admin-guide.md"
+    assert "finding-codes.md" in guide
