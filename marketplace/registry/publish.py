@@ -24,8 +24,8 @@ from gears_sdk.errors import ArchiveError, ManifestError
 from gears_sdk.manifest import Manifest
 from gears_sdk.versions import precedence_key
 from marketplace import audit
-from marketplace.db import COMMITTING
 from marketplace.audit import SystemActor
+from marketplace.db import COMMITTING
 from marketplace.errors import MarketplaceError
 from marketplace.models import ApiToken, Gear, GearVersion, Publisher, User, VersionStatus
 from marketplace.storage import BlobStore, StorageError
