@@ -160,12 +160,12 @@ MATRIX: dict[tuple[str, str], tuple[Callable[[Ctx], Any], dict[str, int]]] = {
         _install_call, expect(403, anonymous=401, business=201, admin=201)),
     ("/api/v1/workspaces/<ws>/installations/plan", "GET"): (
         lambda c: c.call("get", f"{WS}/plan?gear=acme/{publish(c.reg).split('/')[1]}"), WORKSPACE),
-    ("/api/v1/workspaces/<ws>/installations/<installation_id>", "GET"): (
+    ("/api/v1/workspaces/<ws>/installations/<installation_id:installation_id>", "GET"): (
         lambda c: c.call("get", f"{WS}/{installation(c.reg)}"), WORKSPACE),
-    ("/api/v1/workspaces/<ws>/installations/<installation_id>", "PATCH"): (
+    ("/api/v1/workspaces/<ws>/installations/<installation_id:installation_id>", "PATCH"): (
         lambda c: c.call("patch", f"{WS}/{installation(c.reg)}", json={"enabled": False}),
         WORKSPACE),
-    ("/api/v1/workspaces/<ws>/installations/<installation_id>", "DELETE"): (
+    ("/api/v1/workspaces/<ws>/installations/<installation_id:installation_id>", "DELETE"): (
         lambda c: c.call("delete", f"{WS}/{installation(c.reg)}"),
         expect(403, anonymous=401, business=204, admin=204)),
 }
