@@ -96,7 +96,7 @@ def registry(live_registry, tmp_path) -> tuple[LiveRegistry, dict[str, str]]:
     reg.marketplace("create-user", BIZ, "--role", "business", "--password-stdin",
                     input=BIZ_PASSWORD + "\n")
     tokens = {"dev": reg.token(DEV, "publish:acme"), "admin": reg.token(ADMIN, "admin"),
-              "ci": reg.token(DEV, "publish:acme")}
+              "ci": reg.token(DEV, "publish:acme"), "ops": reg.token(ADMIN, "admin")}
     reg.start()
     pub = lambda *a, **k: publish(reg, tokens["dev"], tmp_path, *a, **k)  # noqa: E731
     pub("acme/hello", "1.0.0")
@@ -207,14 +207,20 @@ def test_admin_review_quarantine_audit_and_accounts(registry, page, browser, sho
     shoot(page, "admin-07-users")
     with page.expect_navigation():
         page.get_by_role("link", name="Tokens").click()
-    ci = tokens["ci"][:12]
+    # demoting the developer revoked the publish tokens a business user may not hold
+    assert page.get_by_role("row").filter(has_text=tokens["ci"][:12]).count() == 0
     with page.expect_navigation():
-        page.get_by_role("row").filter(has_text=ci).get_by_role("button", name="Revoke").click()
+        page.get_by_role("link", name="Show revoked too").click()
+    assert "revoked" in page.get_by_role("row").filter(has_text=tokens["ci"][:12]).inner_text()
+    ops = tokens["ops"][:12]
+    with page.expect_navigation():
+        page.get_by_role("row").filter(has_text=ops).get_by_role("button", name="Revoke").click()
     assert "revoked" in page.locator(".flash-success").inner_text()
     shoot(page, "admin-08-tokens")
-    who = requests.get(f"{url}/api/v1/whoami", timeout=10,
-                       headers={"Authorization": f"Bearer {tokens['ci']}"})
-    assert who.status_code == 401
+    for name in ("ci", "ops"):
+        who = requests.get(f"{url}/api/v1/whoami", timeout=10,
+                           headers={"Authorization": f"Bearer {tokens[name]}"})
+        assert who.status_code == 401, name
 
     # -- the audit log, filtered ---------------------------------------------------------
     with page.expect_navigation():
@@ -268,7 +274,9 @@ def test_admin_review_quarantine_audit_and_accounts(registry, page, browser, sho
     dev.context.close()
     status = subprocess.run([*GEARS, "status", "acme/risky", "1.0.0"], capture_output=True,
                             text=True, timeout=60,
-                            env={**reg.env, "GEARS_REGISTRY": url, "GEARS_TOKEN": tokens["dev"]})
+                            env={**reg.env, "GEARS_REGISTRY": url,
+                                 # the demotion above revoked the developer's first token
+                                 "GEARS_TOKEN": reg.token(DEV, "publish:acme")})
     assert status.returncode == 0, status.stderr
     assert "committed API key" in status.stdout
     assert "[high] dynamic_code at risky.py:8" in status.stdout, status.stdout
