@@ -333,3 +333,42 @@ def test_a_patch_overflowing_on_replay_is_refused_and_reported(session, people):
     assert result.gear_errors["inst-x"].codes == {"invalid_result": 1}
     assert row.traits == {"big": 1e308} and result.patches_applied == 0
     session.rollback()
+
+
+BLOATED_SOURCE = """
+from gears_sdk import hookimpl
+
+
+@hookimpl
+def gear_check(config, ctx):
+    return None
+
+
+@hookimpl
+def gear_streams(config, ctx):
+    return [{"name": "people", "kind": "profiles"}]
+
+
+@hookimpl
+def gear_read(stream, config, cursor, ctx):
+    return {"records": [{"user_id": "big", "traits": {"blob": "x" * 200000}},
+                        {"user_id": "big", "traits": {"blob2": "y" * 100000}},
+                        {"user_id": "small", "traits": {"blob": "z"}}], "cursor": 1}
+"""
+
+
+def test_connector_profile_records_respect_the_profile_size_cap(client, shop, publish,
+                                                                 tmp_path):
+    h = shop["h"]
+    name = publish(write_gear(tmp_path / "bloat", "acme/bloated-source", "connector",
+                              ["gear_check", "gear_streams", "gear_read"], BLOATED_SOURCE,
+                              write=["traits.blob", "traits.blob2"]))
+    iid = shop["install"](name)
+    resp = client.post(f"{BASE}/connectors/{iid}/sync", headers=h)
+    assert resp.status_code == 200, resp.data[:500]
+    run = strict_json(resp.data)
+    stream = run["streams"]["people"]
+    assert run["status"] == "succeeded" and stream["records"] == 1 and stream["rejected"] == 1
+    assert stream["problems"][0]["code"] == "too_large"
+    assert client.get(f"{BASE}/profiles/big", headers=h).status_code == 404
+    assert _profile(client, h, "small")["traits"]["blob"] == "z"
