@@ -174,12 +174,23 @@ def auto_approve(session: Session, version: GearVersion, *, reason: str,
                  sign: Signer | None) -> GearVersion:
     """Approval by the vetting pipeline itself (no actor); the caller has checked the
     conditions (:func:`marketplace.vetting.approval.auto_approval_refusal`). Does not commit:
-    it joins the transaction that records the vetting report."""
-    before = version_state(version)
-    version.status = VersionStatus.approved
-    version.review_reason = reason
-    version.reviewed_by_id = None
-    version.reviewed_at = datetime.now(UTC)
+    it joins the transaction that records the vetting report.
+
+    Like a review, it is a conditional update: when an admin reviewed the version while
+    it was being vetted, the admin's decision stands and nothing is approved or signed.
+    """
+    lock_gear(session, version.gear_id)
+    result = session.execute(
+        update(GearVersion).where(GearVersion.id == version.id,
+                                  GearVersion.status == VersionStatus.pending)
+        .values(status=VersionStatus.approved, review_reason=reason, reviewed_by_id=None,
+                reviewed_at=datetime.now(UTC)),
+        execution_options={"synchronize_session": False})
+    session.refresh(version)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return version
+    session.expire(version.gear)
+    before = {**version_state(version), "status": VersionStatus.pending.value}
     _refresh_gear(version)
     refresh_listing(version.gear)
     if sign is not None:

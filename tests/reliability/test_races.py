@@ -174,3 +174,32 @@ def test_concurrent_uninstalls_run_once_and_keep_the_count(database_settings, li
         uninstalls = scalar(reg, "SELECT count(*) FROM audit_entries WHERE action = "
                             "'installation.uninstall' AND target_id = :t", t=made.json()["id"])
         assert uninstalls == 1
+
+
+def test_an_admins_review_during_vetting_stands_against_auto_approval(tmp_path, clean_env):
+    """The vetting worker read the version as pending; an admin rejected it meanwhile."""
+    from sqlalchemy import select
+
+    from marketplace.db import database
+    from marketplace.models import GearVersion, VersionStatus
+    from marketplace.registry import states
+    from tests.reliability.conftest import build_registry
+
+    reg = build_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path)
+    assert reg.publish(gear_zip(manifest={"name": "acme/vetted", "version": "1.0.0"})
+                       ).status_code == 201
+    signed: list[str] = []
+    with database(reg.app).sessionmaker() as worker:
+        stale = worker.scalar(select(GearVersion))
+        assert stale.status is VersionStatus.pending
+        rejected = reg.client.post("/api/v1/admin/gears/acme/vetted/1.0.0/reject",
+                                   headers=reg.headers("admin"), json={"reason": "no"})
+        assert rejected.status_code == 200
+        states.auto_approve(worker, stale, reason="clean",
+                            sign=lambda s, v: signed.append(v.version))
+        worker.commit()
+    stored = reg.client.get("/api/v1/gears/acme/vetted/1.0.0", headers=reg.headers("admin"))
+    assert stored.get_json()["status"] == "rejected"
+    assert stored.get_json()["review_reason"] == "no"
+    assert signed == []
+    database(reg.app).engine.dispose()
