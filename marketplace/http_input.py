@@ -32,6 +32,8 @@ DEFAULT_BODY_BYTES = 1024 * 1024
 BODY_LIMITS = ValueLimits(max_depth=32, max_bytes=DEFAULT_BODY_BYTES, max_nodes=200_000)
 #: Longest query or path value accepted.
 MAX_PARAMETER = 2048
+#: Longest URL-encoded form field (the engine pages' JSON textareas).
+MAX_FORM_FIELD = 256 * 1024
 
 _CHUNK = 64 * 1024
 _STATUS = {"invalid_json": 400, "too_deep": 400, "too_large": 413}
@@ -99,8 +101,8 @@ def rejected(exc: ValueRejected, where: str = "body") -> MarketplaceError:
 
 
 def check_request_values() -> None:
-    """Query and path values of every request: text without NUL or lone surrogates,
-    at most :data:`MAX_PARAMETER` characters (``400`` naming the parameter; JSON under
+    """Query, path and URL-encoded form values of every request: text without NUL or lone
+    surrogates, at most :data:`MAX_PARAMETER` characters (``400`` naming the parameter; JSON under
     the APIs, the error page elsewhere)."""
     # NUL: PostgreSQL cannot compare text with it (a 500 there, a miss on SQLite).
     values: list[tuple[str, Any]] = [(f"query.{k}", v) for k in request.args
@@ -111,6 +113,13 @@ def check_request_values() -> None:
         for name, value in values:
             check_value(name, limits, path="query")  # the parameter's name itself
             check_value(value, limits, path=name)
+        if request.mimetype == "application/x-www-form-urlencoded":  # web forms (sign-in...);
+            # multipart uploads are left to their views, which check auth before parsing
+            for key in request.form:
+                check_value(key, limits, path="form")
+                for value in request.form.getlist(key):
+                    check_value(value, limits.with_(max_string=MAX_FORM_FIELD),
+                                path=f"form.{key}")
         # the whole path too: a route that did not match has no path values
         check_value(request.path, limits.with_(max_string=4 * MAX_PARAMETER), path="path")
     except ValueRejected as exc:

@@ -176,3 +176,11 @@ def test_admin_audit_filters_refuse_huge_pages_and_far_dates(client, make_user):
     for query in ["page=" + "9" * 30, "page=99999999999", "page=-1", "page=x",
                   "to=9999-12-31", "from=0001-01-01", "from=2024-02-30", "actor=a%00b"]:
         assert client.get(f"/admin/audit?{query}").status_code == 400, query
+
+
+def test_nul_in_a_web_form_is_refused_before_the_database(client):
+    from tests.marketplace.web_support import csrf_token
+
+    resp = client.post("/login", data={"email": "a\x00@b.test", "password": "x",
+                                       "csrf_token": csrf_token(client)})
+    assert resp.status_code == 400
