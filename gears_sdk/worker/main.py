@@ -26,6 +26,7 @@ import traceback
 from typing import Any
 
 from gears_sdk.hookspecs import check_hooks, get_plugin_manager
+from gears_sdk.worker import attempts as attempt_counts
 from gears_sdk.worker import confine, landlock
 from gears_sdk.worker.protocol import (
     PROTOCOL_VERSION,
@@ -105,20 +106,31 @@ def _wire(value: Any) -> Any:
     return value
 
 
+#: What the gear tried since the last answer (see :mod:`gears_sdk.worker.attempts`).
+_attempts: attempt_counts.Attempts | None = None
+
+
 def _answer(channel: Channel, pm: Any, ctx: RemoteContext, hooks: set[str], call_id: Any,
             hook: Any, kwargs: Any, index: int | None = None) -> bytes:
-    """Run one hook call and frame its ``result`` or ``error`` (never raises for the gear)."""
-    extra = {} if index is None else {"index": index}
+    """Run one hook call and frame its ``result`` or ``error`` (never raises for the gear);
+    the frame carries the attempts counted since the previous answer."""
+    extra: dict[str, Any] = {} if index is None else {"index": index}
     try:
         if hook not in hooks:
             raise LookupError(f"the gear does not declare {hook!r}")
         results = getattr(pm.hook, str(hook))(**dict(kwargs or {}, ctx=ctx))
+        tried = _attempts.take() if _attempts is not None else {}
+        if tried:
+            extra["attempts"] = tried
         return encode({"op": "result", "id": call_id, **extra,
                        "value": _wire(results[0] if results else None)}, channel.limit)
     except MessageTooLarge as exc:
         return encode({"op": "error", "id": call_id, **extra, "type": "ResultTooLarge",
                        "message": str(exc)})
     except BaseException as exc:  # a gear's SystemExit is its failure, not ours
+        tried = _attempts.take() if _attempts is not None else {}
+        if tried:
+            extra["attempts"] = {**extra.get("attempts", {}), **tried}
         return encode({**_error(call_id, exc), **extra})
 
 
@@ -154,8 +166,11 @@ def main() -> int:
                                  f"host sent {start.get('version')!r}"})
         return EXIT_HANDSHAKE
     gear, sandbox = start["gear"], start["sandbox"]
+    global _attempts
     try:
         applied = confine_self(sandbox)
+        # Before the gear's import-time code runs; never removed (audit hooks cannot be).
+        _attempts = attempt_counts.install(str(gear["path"]), os.getcwd())
         pm = load_gear(gear)
     except BaseException as exc:
         channel.send(_error(None, exc))

@@ -22,6 +22,7 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ class Runtime:
                  on_disable: OnDisable | None = None, limits: ResourceLimits | None = None,
                  allow_private_hosts: frozenset[str] | None = None,
                  report: SandboxReport | None = None, cgroups: CgroupHost | None = None,
-                 data_quota: DataQuota | None = None, max_waiters: int = MAX_WAITERS):
+                 data_quota: DataQuota | None = None, max_waiters: int = MAX_WAITERS,
+                 services_factory: Callable[[Installation], Services] | None = None):
         self.report = report or probe_sandbox_level()
         #: where each worker's control group is made (v2, v1, or none: rlimits only)
         self.cgroups = cgroups or probe_cgroups()
@@ -123,6 +125,9 @@ class Runtime:
         if os.geteuid() == 0:  # workers' dedicated uids traverse it (never list it)
             os.chmod(self.root_dir, stat.S_IMODE(self.root_dir.stat().st_mode) | 0o111)  # noqa: S103
         self.stage = Stage(self.root_dir / "stage")
+        #: how an installation's ctx requests are served (vetting answers ``ctx.http``
+        #: from a recorder); by default the real services
+        self.services_factory = services_factory
         self._entries: dict[str, _Entry] = {}
         self._uids: dict[str, int] = {}
         #: the health of installations whose worker failed to start, kept for the next
@@ -229,8 +234,9 @@ class Runtime:
                     gear=inst.gear, code="start_failed")
                 health.failure(error.message, code=error.code)
                 raise error from None
-            services = Services(inst, HostHttp(inst.manifest.permissions.network,
-                                               allow_private=self.allow_private_hosts))
+            services = (self.services_factory(inst) if self.services_factory else
+                        Services(inst, HostHttp(inst.manifest.permissions.network,
+                                                allow_private=self.allow_private_hosts)))
             worker = Worker(inst, lambda: self._planner(inst, uid, data), services, health,
                             max_waiters=self.max_waiters)
             self._entries[inst.id] = _Entry(inst, worker, health, mounted=mounted)

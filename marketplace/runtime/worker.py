@@ -139,6 +139,9 @@ class Worker:
         self.cgroup: WorkerCgroup | None = None
         #: its data dir had no free space or no free inode after the last call
         self.data_full = False
+        #: what the gear tried that the sandbox exists to stop, by category, as the
+        #: worker's audit hook counted it (see :mod:`gears_sdk.worker.attempts`)
+        self.attempts: dict[str, int] = {}
         self._lock = threading.RLock()
         self._turns = Turns(max_waiters, self._lock)
         self._ids = 0
@@ -553,6 +556,17 @@ class Worker:
             self.kill()
         return keep
 
+    def _note_attempts(self, reported: Any) -> None:
+        """Add the worker's attempt counts; only known categories and sane counts count
+        (the message comes from the gear's process)."""
+        from gears_sdk.worker.attempts import CATEGORIES, MAX_COUNT
+
+        if not isinstance(reported, dict):
+            return
+        for what, n in reported.items():
+            if what in CATEGORIES and type(n) is int and 0 < n <= MAX_COUNT:
+                self.attempts[what] = min(self.attempts.get(what, 0) + n, MAX_COUNT)
+
     def _await_result(self, call_id: int, hook: str, deadline: float,
                       index: int | None = None) -> Any:
         assert self.channel is not None
@@ -569,6 +583,7 @@ class Worker:
             elif (op in ("result", "error") and message.get("id") == call_id
                   and message.get("index") == index
                   and type(message.get("index")) is type(index)):
+                self._note_attempts(message.get("attempts"))
                 if op == "result":
                     return message.get("value")
                 kind = clean_text(message.get("type", "Exception"), 100)

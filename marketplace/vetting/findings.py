@@ -71,6 +71,13 @@ CODES: dict[str, tuple[Severity, str]] = {
     "dynamic_patch_refused": ("high", "a hook wrote profile fields outside its write set"),
     "dynamic_invalid_result": ("medium", "a hook returned something its spec does not allow"),
     "dynamic_permission_denied": ("high", "the sandbox refused an operation the gear tried"),
+    "dynamic_refused": ("high", "the gear tried, with counts, what the sandbox refuses "
+                                "(processes, sockets, native code, files outside the gear), "
+                                "even if it caught the error"),
+    "dynamic_ctx_refused": ("medium", "the host refused ctx requests (undeclared secrets or "
+                                      "hosts, invalid values), with counts"),
+    "dynamic_http_request": ("info", "a ctx.http request (method and host) to a declared host, "
+                                     "answered by the vetting recorder instead of the network"),
     "scanner_error": ("high", "a vetting check itself failed; the version stays pending"),
 }
 

@@ -3,12 +3,13 @@ shaped by what the gear declares, so its hooks run their real code paths."""
 
 from __future__ import annotations
 
+import secrets as secrets_module
 from typing import Any
 
 from gears_sdk.manifest import Manifest, secret_fields
 
 SAMPLE_PROFILE: dict[str, Any] = {
-    "id": "vetting-user-1",
+    "id": "u-4f1c9a27",
     "attributes": {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com",
                    "country": "GB", "locale": "en-GB"},
     "traits": {"sample": 1, "score": 0.5, "segment": "loyal", "lifetime_value": 420.0},
@@ -50,7 +51,7 @@ def profile_for(manifest: Manifest) -> dict[str, Any]:
 
 def events_for(manifest: Manifest) -> list[dict[str, Any]]:
     types = [t for t in manifest.permissions.events.write if t != "*"] or ["view", "purchase"]
-    return [{"type": t, "timestamp": "2024-05-03T12:00:00Z", "user_id": "vetting-user-1",
+    return [{"type": t, "timestamp": "2024-05-03T12:00:00Z", "user_id": "u-4f1c9a27",
              "properties": {"value": 19.5, "path": "/", "order_id": "o-2"}} for t in types[:3]]
 
 
@@ -78,7 +79,7 @@ def _value(schema: dict[str, Any]) -> Any:
     if fmt == "uri":
         return "https://example.com/"
     if fmt == "email":
-        return "vetting@example.com"
+        return "jordan.lee@example.com"
     return "x" * max(int(schema.get("minLength", 7)), 1)
 
 
@@ -92,7 +93,7 @@ def config_for(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         if not isinstance(sub, dict):
             continue
         if name in secret:
-            secrets[name] = "vetting-secret-value"
+            secrets[name] = secrets_module.token_urlsafe(24)
         else:
             config[name] = _value(sub)
     return config, secrets

@@ -14,20 +14,35 @@ is one ``sandbox_ok``.
 When the sandbox cannot start on this host, the step reports
 ``sandbox_unavailable`` (``high``), so the version can neither be
 auto-approved nor look as if it had been tested.
+
+The run must be indistinguishable from a workspace: the installation gets a
+real-looking id and a random, realistic workspace name, and the generated
+inputs carry nothing that says "test". It also **counts** what the gear
+tried, since a gear may catch every refusal and carry on: the worker's audit
+hook (processes, sockets, native code, files outside the gear,
+``dynamic_refused``), the ctx requests the host refused (``dynamic_ctx_refused``)
+and the patches refused (``dynamic_patch_refused``). ``ctx.http`` answers from
+a recorder (:mod:`~marketplace.vetting.checks.recorder`): no request leaves
+the host, and each one is reported with its method and host
+(``dynamic_http_request``).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
+import uuid
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from marketplace.runtime import GearCallError, Installation, Runtime, SandboxError
 from marketplace.runtime.loader import GearCache
+from marketplace.vetting.checks.recorder import CountingServices, RecordingHttp
 from marketplace.vetting.context import VetContext
-from marketplace.vetting.findings import Finding, finding
+from marketplace.vetting.findings import Finding, finding, rank
 from marketplace.vetting.inputs import calls_for, config_for
 
 #: GearCallError code → finding code.
@@ -68,11 +83,23 @@ def check_dynamic(ctx: VetContext) -> Iterable[Finding]:
     if not ctx.sandbox.enabled:
         return [finding("sandbox_unavailable", "the dynamic test is turned off on this "
                         "registry (VETTING_SANDBOX=0); the gear was not run")]
-    with tempfile.TemporaryDirectory(prefix="gears-vet-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gears-runtime-") as tmp:
         # traversable (not listable), so the worker's dedicated uid reaches the staged
         # interpreter and gear beneath it exactly as under the engine's runtime
         os.chmod(tmp, 0o711)  # noqa: S103 (traverse only)
         return _run(ctx, Path(tmp))
+
+
+#: Parts of realistic workspace names (the engine's are chosen by people).
+_BRANDS = ("northwind", "blue-harbor", "fernwood", "lumen", "oak-and-ivy", "kestrel",
+           "tidewater", "copperleaf", "brightside", "redwood")
+_PLACES = ("shop", "store", "web", "eu", "us", "outlet", "online", "retail", "main", "prod")
+
+
+def workspace_name(rng: random.Random | None = None) -> str:
+    """A random workspace name like the ones people give theirs."""
+    rng = rng or random.SystemRandom()
+    return f"{rng.choice(_BRANDS)}-{rng.choice(_PLACES)}"
 
 
 def _run(ctx: VetContext, tmp: Path) -> list[Finding]:
@@ -80,15 +107,26 @@ def _run(ctx: VetContext, tmp: Path) -> list[Finding]:
     gear_dir = GearCache(tmp / "cache").add(ctx.archive.data, name=m.name,
                                             version=str(m.version))
     config, secrets = config_for(m.config_schema)
+    served: list[CountingServices] = []
+
+    def services(inst: Installation) -> CountingServices:
+        counting = CountingServices(inst, RecordingHttp(inst.manifest.permissions.network))
+        served.append(counting)
+        return counting
+
     try:
         runtime = Runtime(level=ctx.sandbox.level, min_level=ctx.sandbox.min_level,
-                          root_dir=tmp / "runtime")
+                          root_dir=tmp / "runtime", allow_private_hosts=frozenset(),
+                          services_factory=services)
     except SandboxError as exc:
         return [finding("sandbox_unavailable", f"the sandbox cannot start here: {exc.message}")]
-    inst = Installation(id=f"vet-{ctx.archive.sha256[:12]}", workspace="vetting",
+    inst = Installation(id=uuid.uuid4().hex, workspace=workspace_name(),
                         gear_dir=gear_dir, manifest=m, config=config, secrets=secrets,
                         data_dir=tmp / "data")
     out: list[Finding] = []
+    attempts: Counter[str] = Counter()
+    patches = Counter[str]()
+    patch_messages: dict[str, str] = {}
     ran = 0
     with runtime:
         try:
@@ -116,14 +154,68 @@ def _run(ctx: VetContext, tmp: Path) -> list[Finding]:
                 if exc.code in ("disabled", "backoff", "not_running"):
                     break
                 f = _call_finding(hook, exc)
+                if f.code == "dynamic_patch_refused":
+                    patches[hook] += 1
+                    patch_messages.setdefault(hook, f.message)
+                    continue
                 if (f.code, hook) not in seen:
                     seen.add((f.code, hook))
                     out.append(f)
+            finally:
+                attempts.update(_take_attempts(runtime, inst.id))
         level = runtime.level
+    out += _counted(attempts, served, patches, patch_messages)
     if not out:
         out.append(finding("sandbox_ok", f"loaded and ran {ran} hook call"
                            f"{'s' if ran != 1 else ''} with generated input in the "
                            f"{level!r} sandbox; nothing was refused"))
+    elif not any(rank(f.severity) > rank("info") for f in out):
+        out.append(finding("sandbox_ok", f"loaded and ran {ran} hook call"
+                           f"{'s' if ran != 1 else ''} in the {level!r} sandbox; nothing was "
+                           "refused"))
+    return out
+
+
+def _take_attempts(runtime: Runtime, installation: str) -> dict[str, int]:
+    """The attempts the installation's worker reported so far (then cleared)."""
+    try:
+        worker = runtime.worker(installation)
+    except Exception:  # no worker: nothing more was reported
+        return {}
+    counts, worker.attempts = dict(worker.attempts), {}
+    return counts
+
+
+def _times(counts: Counter[str]) -> str:
+    return ", ".join(f"{what} x{n}" for what, n in counts.most_common())
+
+
+def _counted(attempts: Counter[str], served: list[CountingServices],
+             patches: Counter[str], patch_messages: dict[str, str]) -> list[Finding]:
+    """The counting findings: what the gear tried, even when it swallowed the refusal."""
+    out: list[Finding] = []
+    if attempts:
+        out.append(finding("dynamic_refused", f"tried {sum(attempts.values())} time(s) what "
+                           f"the sandbox refuses: {_times(attempts)}"))
+    refused: Counter[str] = Counter()
+    http_refused: Counter[str] = Counter()
+    requests: Counter[tuple[str, str]] = Counter()
+    for services in served:
+        refused.update(services.refused)
+        http_refused.update(services.recorder.refused)
+        requests.update(services.recorder.requests)
+    if refused:
+        hosts = f"; hosts not declared: {_times(http_refused)}" if http_refused else ""
+        out.append(finding("dynamic_ctx_refused", f"the host refused {sum(refused.values())} "
+                           f"ctx request(s): {_times(refused)}{hosts}"))
+    if patches:
+        first = "; ".join(patch_messages.values())
+        out.append(finding("dynamic_patch_refused", f"{sum(patches.values())} patch(es) "
+                           f"outside the write set were refused ({_times(patches)}): "
+                           f"{first}"[:1000]))
+    for (method, host), n in sorted(requests.items()):
+        out.append(finding("dynamic_http_request", f"ctx.http {method} {host} x{n}, answered "
+                           "by the vetting recorder (nothing left the host)"))
     return out
 
 

