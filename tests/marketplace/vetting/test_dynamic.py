@@ -228,7 +228,7 @@ def test_no_request_leaves_the_host_whatever_the_operator_allows(vet_ctx, monkey
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             hits.append(self.path)
             self.send_response(204)
             self.end_headers()
