@@ -71,3 +71,40 @@ def test_search_triggers_survive_every_migration(app):
         names = {row[0] for row in conn.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     assert {"gears_fts_ai", "gears_fts_ad", "gears_fts_au"} <= names
+
+
+def test_precedence_migration_keeps_existing_duplicates_and_closes_the_door(app):
+    """A registry that accepted 1.0.0 and 1.0.0+b before 0007 keeps both rows readable;
+    afterwards no third archive of that precedence gets in, on either database."""
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from marketplace.db import alembic_config
+
+    command.downgrade(alembic_config(app), "0006")
+    engine = database(app).engine
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, email, role, is_active, created_at) VALUES "
+                          "(1, 'dev@example.org', 'developer', true, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO publishers (id, name, verified, created_at) VALUES "
+                          "(1, 'acme', false, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO gears (id, publisher_id, name, kind, title, summary, "
+                          "categories, install_count, created_at, updated_at) "
+                          "VALUES (1, 1, 'acme/hello', 'template', 'H', 'S', '[]', "
+                          "0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        for n, version in enumerate(("1.0.0", "1.0.0+b", "1.1.0+x"), 1):
+            conn.execute(text(
+                "INSERT INTO gear_versions (id, gear_id, version, sha256, size, manifest, "
+                "status, yanked, quarantined, created_at) VALUES (:i, 1, :v, :s, 1, '{}', "
+                "'pending', false, false, CURRENT_TIMESTAMP)"),
+                {"i": n, "v": version, "s": f"{n:064x}"})
+    upgrade(app)
+    with engine.begin() as conn:
+        rows = dict(conn.execute(text("SELECT version, precedence FROM gear_versions")).all())
+    assert rows == {"1.0.0": "1.0.0", "1.0.0+b": "1.0.0+b", "1.1.0+x": "1.1.0"}
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO gear_versions (gear_id, version, precedence, sha256, size, manifest, "
+            "status, yanked, quarantined, created_at) VALUES (1, '1.1.0', '1.1.0', :s, 1, "
+            "'{}', 'pending', false, false, CURRENT_TIMESTAMP)"), {"s": "f" * 64})
