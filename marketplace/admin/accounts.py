@@ -79,7 +79,8 @@ def set_active(session: Session, actor: User, user: User, active: bool) -> User:
 
 
 def set_verified(session: Session, actor: User, publisher: Publisher, verified: bool) -> Publisher:
-    """Verified publishers' clean versions may be auto-approved."""
+    """Verified publishers' clean updates (never a first version, never new capabilities)
+    may be auto-approved (:mod:`marketplace.vetting.approval`)."""
     if publisher.verified == verified:
         raise MarketplaceError(409, "invalid_state", f"{publisher.name} is already "
                                f"{'verified' if verified else 'unverified'}")

@@ -7,7 +7,9 @@ its own with a time budget (:mod:`~marketplace.vetting.runner`),
 (:mod:`~marketplace.vetting.checks`) and stores their findings
 (:mod:`~marketplace.vetting.findings`) on a report the API, the ``gears
 status`` command and the admin pages show. Vetting never approves on its
-own, except for verified publishers with nothing above ``info``.
+own, except a routine update (:mod:`~marketplace.vetting.approval`): a verified
+publisher, nothing above ``info``, and no capability beyond an earlier approved
+version of the same gear.
 """
 
 from __future__ import annotations
