@@ -222,7 +222,8 @@ def test_a_first_version_always_waits_for_a_human(vet_app, client, actors, make_
     session.commit()
     publish(client, actors, make_gear_archive, version="1.0.0",
             permissions={"network": ["collector.example.com"],
-                         "profile": {"read": ["*"], "write": []}})
+                         "profile": {"read": ["events", "attributes.email", "traits.*"],
+                                     "write": []}})
     _run_with(session, vet_app, INFO)
     assert _status(client, actors, "1.0.0")["status"] == "pending"
     version = session.scalar(select(GearVersion))
