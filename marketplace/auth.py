@@ -19,14 +19,15 @@ tokens from the same address — a NAT, a load balancer — never locks out a go
 one. The client address is the socket's peer unless ``TRUSTED_PROXIES`` says
 how many proxy hops in front of the server set ``X-Forwarded-For`` (see
 :func:`marketplace.app.create_app`). The counts live in process memory, so each
-server process keeps its own; see ``docs/reliability.md``.
+The counts live in the database (``auth_failures``), so every process and
+replica shares them; ``RATE_LIMIT_STORE=memory`` keeps them per process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from flask import current_app, g, request
 
@@ -38,6 +39,17 @@ from marketplace.web.ratelimit import SlidingWindowLimiter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class Limiter(Protocol):
+    """What the failure limits need from a store (in memory or in the database)."""
+
+    def retry_after(self, key: str) -> int: ...
+
+    def hit(self, key: str) -> None: ...
+
+    def reset(self, key: str) -> None: ...
+
+
 _UNSET = object()
 
 #: Failed bearer authentications allowed per token, and per address, and window (seconds).
@@ -46,15 +58,29 @@ DEFAULT_TOKEN_FAILURE_WINDOW = 300
 _LIMITER_KEY = "gears_token_failures"
 
 
-def token_failures() -> SlidingWindowLimiter:
-    """The app's limiter of failed token authentications (one per process)."""
-    limiter = current_app.extensions.get(_LIMITER_KEY)
+def failure_limiter(name: str, limit: int, window: float) -> Limiter:
+    """The app's limiter ``name``: counted in the database, shared by every process
+    and replica (:class:`~marketplace.accounts.failures.DatabaseLimiter`), unless
+    ``RATE_LIMIT_STORE`` is ``memory`` (each process counts on its own)."""
+    limiter = current_app.extensions.get(name)
     if limiter is None:
-        cfg = current_app.config
-        limiter = current_app.extensions[_LIMITER_KEY] = SlidingWindowLimiter(
-            limit=int(cfg.get("TOKEN_FAILURE_LIMIT", DEFAULT_TOKEN_FAILURE_LIMIT)),
-            window=float(cfg.get("TOKEN_FAILURE_WINDOW", DEFAULT_TOKEN_FAILURE_WINDOW)))
-    return limiter
+        if str(current_app.config.get("RATE_LIMIT_STORE") or "database") == "memory":
+            limiter = SlidingWindowLimiter(limit=limit, window=window)
+        else:
+            from marketplace.accounts.failures import DatabaseLimiter
+            from marketplace.db import database
+
+            limiter = DatabaseLimiter(database().engine, limit=limit, window=window)
+        current_app.extensions[name] = limiter
+    return cast(Limiter, limiter)
+
+
+def token_failures() -> Limiter:
+    """The app's limiter of failed token authentications."""
+    cfg = current_app.config
+    return failure_limiter(
+        _LIMITER_KEY, int(cfg.get("TOKEN_FAILURE_LIMIT", DEFAULT_TOKEN_FAILURE_LIMIT)),
+        float(cfg.get("TOKEN_FAILURE_WINDOW", DEFAULT_TOKEN_FAILURE_WINDOW)))
 
 
 def _failure_keys(plaintext: str | None) -> tuple[str, str]:

@@ -177,6 +177,17 @@ class WebSession(Base):
     user: Mapped[User] = relationship()
 
 
+class AuthFailure(Base):
+    """Failed authentications of one key (a token's hash, an address, an account) in the
+    current window; see :mod:`marketplace.accounts.failures`. Keys are stored hashed."""
+
+    __tablename__ = "auth_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Gear(Base):
     """A gear across all its versions; ``name`` is the full ``publisher/gear``."""
 

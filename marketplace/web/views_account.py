@@ -6,8 +6,9 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from werkzeug.wrappers import Response
 
 from marketplace.accounts import authenticate_password
+from marketplace.auth import Limiter, failure_limiter
 from marketplace.db import get_session
-from marketplace.web.ratelimit import SlidingWindowLimiter, login_failures
+from marketplace.web.ratelimit import WINDOW_SECONDS, login_failures
 from marketplace.web.session import current_user, log_in, log_out, safe_next
 
 bp = Blueprint("web_account", __name__)
@@ -26,15 +27,10 @@ def _limit_key(email: str) -> str:
     return f"{request.remote_addr or '?'}|{email}"
 
 
-def account_failures() -> SlidingWindowLimiter:
-    """Failed sign-ins per account, whatever the address (one limiter per app and process)."""
-    limiter = current_app.extensions.get("gears_login_account_failures")
-    if limiter is None:
-        limit = int(current_app.config.get("LOGIN_ACCOUNT_FAILURE_LIMIT",
-                                           MAX_FAILURES_PER_ACCOUNT))
-        limiter = current_app.extensions["gears_login_account_failures"] = \
-            SlidingWindowLimiter(limit=limit)
-    return limiter
+def account_failures() -> Limiter:
+    """Failed sign-ins per account, whatever the address, shared by every process."""
+    limit = int(current_app.config.get("LOGIN_ACCOUNT_FAILURE_LIMIT", MAX_FAILURES_PER_ACCOUNT))
+    return failure_limiter("gears_login_account_failures", limit, WINDOW_SECONDS)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -49,7 +45,7 @@ def login() -> Response | tuple[str, int] | str:
     email = (request.form.get("email") or "").strip().lower()[:MAX_EMAIL]
     password = (request.form.get("password") or "")[:MAX_PASSWORD]
     key = _limit_key(email)
-    wait = max(login_failures.retry_after(key), account_failures().retry_after(email))
+    wait = max(login_failures.retry_after(key), account_failures().retry_after("account:" + email))
     if wait:
         minutes = max(1, -(-wait // 60))
         error = (f"Too many failed sign-ins. Try again in {minutes} "
@@ -59,7 +55,7 @@ def login() -> Response | tuple[str, int] | str:
     user = authenticate_password(get_session(), email, password) if email and password else None
     if user is None:
         login_failures.hit(key)
-        account_failures().hit(email)
+        account_failures().hit("account:" + email)
         return render_template("account/login.html", next=target, email=email,
                                error="The email or password is not right."), 401
     login_failures.reset(key)

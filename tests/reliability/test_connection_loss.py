@@ -92,8 +92,9 @@ def test_terminated_backends_give_json_503s_or_the_true_outcome(tagged_postgres,
             version = f"1.{n}.{i}"
             data = gear_zip(manifest={"name": "acme/killed", "version": version})
             mine: list[Answer] = []
-            call(mine, "publish", lambda: http.post(f"{base}/api/v1/gears", headers=auth,
-                                                    files={"file": ("g.gear", data)}, timeout=60))
+            call(mine, "publish", lambda data=data: http.post(
+                f"{base}/api/v1/gears", headers=auth, files={"file": ("g.gear", data)},
+                timeout=60))
             with lock:
                 answers.extend(mine)
                 published[version] = mine[-1]
@@ -125,7 +126,7 @@ def test_terminated_backends_give_json_503s_or_the_true_outcome(tagged_postgres,
 
     problems = []
     for a in answers:
-        if a.status == 0 or a.status >= 500 and a.status != 503:
+        if a.status == 0 or (a.status >= 500 and a.status != 503):
             problems.append(f"{a.what}: {a.status} {a.body[:200]!r}")
         elif a.status >= 400 and "application/json" not in a.content_type:
             problems.append(f"{a.what}: {a.status} not JSON: {a.body[:200]!r}")

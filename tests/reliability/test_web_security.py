@@ -410,3 +410,24 @@ def test_rate_limited_answer_is_documented(limited):
     assert any("429" in op.get("responses", {}) for ops in spec["paths"].values()
                for op in ops.values() if isinstance(op, dict)) or pytest.skip(
         "429 not yet in the OpenAPI document")
+
+
+def test_failure_counts_are_shared_by_every_process(tmp_path, clean_env):
+    """Two apps on one database stand for two workers or replicas: a token refused
+    five times in one is refused with 429 in the other."""
+    from marketplace import create_app
+
+    first = build_registry(f"sqlite:///{tmp_path / 's.db'}", tmp_path, TOKEN_FAILURE_LIMIT=5,
+                           TOKEN_FAILURE_WINDOW=60)
+    second = create_app({**{k: first.app.config[k] for k in (
+        "DATABASE_URL", "STORAGE_URL", "SECRET_KEY", "INSTANCE_PATH")},
+        "TESTING": True, "TOKEN_FAILURE_LIMIT": 5, "TOKEN_FAILURE_WINDOW": 60})
+    revoked = {"Authorization": f"Bearer {revoked_token(first)}"}
+    for app in (first.app, second, first.app, second, first.app):
+        assert app.test_client().get("/api/v1/whoami", headers=revoked).status_code == 401
+    for app in (first.app, second):
+        blocked = app.test_client().get("/api/v1/whoami", headers=revoked)
+        assert blocked.status_code == 429
+        assert 1 <= int(blocked.headers["Retry-After"]) <= 61
+        assert app.test_client().get("/api/v1/whoami",
+                                     headers=first.headers("dev")).status_code == 200
