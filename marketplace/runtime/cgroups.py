@@ -111,23 +111,27 @@ class CgroupHost:
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in V2_REQUIRED))
 
     def sweep(self) -> int:
-        """Remove empty worker groups left by engine processes that died without
-        stopping their workers (the workers died with them); returns how many."""
-        removed = 0
+        """Remove worker groups left by engine processes that died without stopping
+        their workers; returns how many. Their tasks are killed too: a task frozen
+        in a v1 freezer does not die of its parent-death SIGKILL until thawed."""
+        names: set[str] = set()
         for parent in dict.fromkeys(self.parents.values()):
             try:
-                leaves = [p for p in parent.iterdir() if p.is_dir()]
+                leaves = [p.name for p in parent.iterdir() if p.is_dir()]
             except OSError:
                 continue
-            for leaf in leaves:
-                parts = leaf.name.rsplit(".", 2)
-                if len(parts) != 3 or not parts[1].isdigit() or _alive(int(parts[1])):
-                    continue
-                try:
-                    leaf.rmdir()  # refused while it still has tasks
+            for name in leaves:
+                parts = name.rsplit(".", 2)
+                if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+                    names.add(name)
+        removed = 0
+        for name in sorted(names):
+            paths = {c: p / name for c, p in self.parents.items() if (p / name).is_dir()}
+            try:
+                if WorkerCgroup(self.version or "v1", paths, CgroupLimits(0, 0, 0)).remove(2.0):
                     removed += 1
-                except OSError:
-                    pass
+            except OSError:
+                pass
         return removed
 
     def release(self) -> None:
@@ -263,20 +267,28 @@ class WorkerCgroup:
         if "oom_kills" in self._final:
             return self._final["oom_kills"]
         if self.version == "v2":
-            return _keyed(_read(self.paths["unified"] / "memory.events"), "oom_kill")
-        return _keyed(_read(self.paths["memory"] / "memory.oom_control"), "oom_kill")
+            return _keyed(self._file("unified", "memory.events"), "oom_kill")
+        return _keyed(self._file("memory", "memory.oom_control"), "oom_kill")
 
     def pids_refused(self) -> int:
         """How many times a new task was refused because ``pids.max`` was reached."""
         if "pids_refused" in self._final:
             return self._final["pids_refused"]
-        path = self.paths["unified" if self.version == "v2" else "pids"] / "pids.events"
-        return _keyed(_read(path), "max")
+        return _keyed(self._file("unified" if self.version == "v2" else "pids", "pids.events"),
+                      "max")
 
     def pids(self) -> list[int]:
-        """The group's tasks (thread-group leaders)."""
-        path = self.paths["unified" if self.version == "v2" else "pids"] / "cgroup.procs"
-        return [int(p) for p in _read(path).split() if p.isdigit()]
+        """The group's tasks (thread-group leaders), in every hierarchy it spans."""
+        found: dict[int, None] = {}
+        for path in self._dirs():
+            for p in _read(path / "cgroup.procs").split():
+                if p.isdigit():
+                    found[int(p)] = None
+        return list(found)
+
+    def _file(self, controller: str, name: str) -> str:
+        path = self.paths.get(controller)
+        return _read(path / name) if path is not None else ""
 
     # -- teardown -----------------------------------------------------------------
 

@@ -76,7 +76,12 @@ def _alive(pid: int) -> bool:
 
 def sweep_mounts(mountinfo: str | None = None) -> list[Path]:
     """Unmount data dirs whose engine process died without unmounting them (a
-    killed vetting job, a crashed engine); returns the mount points released."""
+    killed vetting job, a crashed engine); returns the mount points released.
+
+    A data dir mount is recognised by its loop device's backing file, which is
+    always the mount point plus ``.ext4``; it is left alone while the process
+    named in ``<dir>.mounted-by`` lives (a live runtime writes it before mounting).
+    """
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -85,18 +90,17 @@ def sweep_mounts(mountinfo: str | None = None) -> list[Path]:
     released: list[Path] = []
     for line in mountinfo.splitlines():
         head, _, tail = line.partition(" - ")
-        fields = head.split()
-        if len(fields) < 5 or not tail.startswith("ext4 "):
+        fields, rest = head.split(), tail.split()
+        if len(fields) < 5 or len(rest) < 2 or rest[0] != "ext4":
             continue
         point = Path(fields[4].replace("\\040", " "))
-        if not point.name:
+        if not point.name or _backing_file(rest[1]) != f"{point}{IMAGE_SUFFIX}":
             continue
-        marker = _owner_file(point)
         try:
-            pid = int(marker.read_text().strip())
+            pid = int(_owner_file(point).read_text().strip())
         except (OSError, ValueError):
-            continue
-        if _alive(pid):
+            pid = 0
+        if pid and _alive(pid):
             continue
         try:
             unmount_quota(point)
@@ -104,6 +108,18 @@ def sweep_mounts(mountinfo: str | None = None) -> list[Path]:
             continue
         released.append(point)
     return released
+
+
+def _backing_file(device: str) -> str | None:
+    """The image behind ``/dev/loopN`` (without the kernel's `` (deleted)`` mark)."""
+    name = os.path.basename(device)
+    if not name.startswith("loop"):
+        return None
+    try:
+        text = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return None
+    return text.removesuffix(" (deleted)")
 
 
 @cache

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from marketplace.runtime import GearCallError, Installation, Runtime
-from marketplace.runtime.cgroups import probe_cgroups
+from marketplace.runtime.cgroups import CgroupLimits, WorkerCgroup, probe_cgroups
 from marketplace.runtime.datadir import (
     DataQuota,
     image_for,
@@ -302,8 +302,17 @@ def test_groups_left_by_a_dead_engine_process_are_swept() -> None:
     leaves = [parent / f"inst-gone.{pid}.1" for parent in dict.fromkeys(host.parents.values())]
     for leaf in leaves:
         leaf.mkdir(parents=True)
-    assert host.sweep() >= len(leaves)
+    # a frozen task left in it (in a v1 freezer it would outlive a SIGKILL until thawed)
+    sleeper = subprocess.Popen(["sleep", "300"])
+    for leaf in leaves:
+        (leaf / "cgroup.procs").write_text(str(sleeper.pid))
+    group = WorkerCgroup(host.version or "v1",
+                         {c: p / f"inst-gone.{pid}.1" for c, p in host.parents.items()},
+                         CgroupLimits(0, 0, 0))
+    group.freeze()
+    assert host.sweep() >= 1
     assert not any(leaf.exists() for leaf in leaves)
+    assert sleeper.wait(10) == -9
 
 
 def test_data_dirs_mounted_by_a_dead_engine_process_are_unmounted(abuser: Abuser) -> None:
