@@ -118,8 +118,10 @@ class StoreFetcher:
             raise LoaderError(f"the archive of {name} {version} ({sha256}) is not in the "
                               "blob store", code="not_found") from None
         except StorageError as exc:
-            raise LoaderError(f"cannot read {name} {version} from the blob store: {exc}",
-                              code="download_failed") from None
+            # The reason reaches workspace pages: what failed, never the store's paths.
+            log.warning("reading %s %s from the blob store failed: %s", name, version, exc)
+            raise LoaderError(f"cannot read {name} {version} from the blob store: "
+                              f"{exc.public_message}", code="download_failed") from None
         if len(data) > self.max_bytes:
             raise _too_large(name, version, self.max_bytes)
         return data

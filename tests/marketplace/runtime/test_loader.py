@@ -306,3 +306,16 @@ def test_registry_unreachable(tmp_path):
     with pytest.raises(LoaderError) as err:
         fetcher.fetch("acme/hello", "1.0.0", "a" * 64)
     assert err.value.code == "registry_unavailable"
+
+
+def test_a_store_failure_reason_shows_no_host_path(tmp_path):
+    """The reason is shown on workspace pages; the store's directory stays in the log."""
+    root = tmp_path / "blobs"
+    root.mkdir()
+    sha = "ab" * 32
+    (root / "ab" / "ab").mkdir(parents=True)
+    (root / "ab" / "ab" / sha).mkdir()  # a directory where the blob should be: EISDIR
+    with pytest.raises(LoaderError) as err:
+        StoreFetcher(LocalBlobStore(root)).fetch("acme/x", "1.0.0", sha)
+    assert err.value.code == "download_failed"
+    assert str(tmp_path) not in str(err.value)
