@@ -216,7 +216,7 @@ def _measure(sec: Section, size: EngineSize, tmp: Path, env: dict[str, str], ing
              p50: Row, p99: Row) -> None:
     from marketplace import engine
 
-    decide = decide_function()
+    decide = engine.decide
     progress("engine: publishing, approving and installing three gears")
     app, _ = _setup(tmp, env, size)
     try:
@@ -275,33 +275,6 @@ def _measure(sec: Section, size: EngineSize, tmp: Path, env: dict[str, str], ing
                                  f"{r + 1}")
     finally:
         engine.shutdown(app)
-
-
-def decide_function() -> Any:
-    """``marketplace.engine.decide``, the plain function.
-
-    Importing the submodule ``marketplace.engine.decide`` rebinds that name on
-    the package to the module, so the function is looked up first and, when
-    it has been shadowed, the same steps are taken through the submodule.
-    """
-    import marketplace.engine as engine
-
-    if callable(engine.decide):
-        return engine.decide
-    from marketplace.db import session_scope
-    from marketplace.engine.decide import decide as run_decision
-
-    def decide(app: Any, workspace: str, user_id: str, placement: str,
-               context: dict[str, Any] | None = None) -> dict[str, Any]:
-        manager = engine.get_engine(app)
-        with session_scope(app) as session:
-            result: dict[str, Any] = run_decision(
-                manager, session, engine._workspace(session, workspace), user_id, placement,
-                context)
-        manager.flush_failures()
-        return result
-
-    return decide
 
 
 def _check_ingest(sec: Section, result: dict[str, Any], sent: int) -> None:
