@@ -46,7 +46,10 @@ class Attempts:
 
     def __init__(self, allowed_roots: Iterable[str]):
         self.counts: dict[str, int] = {}
-        self.roots = tuple(os.path.join(os.path.realpath(r), "") for r in allowed_roots if r)
+        roots = [r for r in allowed_roots if r]
+        # both spellings of each root: paths are judged lexically (see _outside)
+        self.roots = tuple(dict.fromkeys(
+            os.path.join(f(r), "") for r in roots for f in (os.path.realpath, _lexical)))
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
         try:
@@ -66,12 +69,19 @@ class Attempts:
             path = path.decode("utf-8", "replace")
         if not isinstance(path, str) or not path:
             return False  # a file descriptor, or nothing to judge
-        full = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), "")
-        return not full.startswith(self.roots)
+        # lexical, never realpath(): resolving would cost a syscall per path component
+        # on every event, so a deep tree would turn the gear's own file work quadratic.
+        # The sandbox enforces; this only counts, and a symlink trick only hides an
+        # attempt that Landlock refuses anyway.
+        return not os.path.join(_lexical(os.path.dirname(path)), "").startswith(self.roots)
 
     def take(self) -> dict[str, int]:
         counts, self.counts = self.counts, {}
         return counts
+
+
+def _lexical(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
 
 
 def install(gear_path: str, data_dir: str | None = None) -> Attempts:
