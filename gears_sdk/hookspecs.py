@@ -9,7 +9,8 @@ A gear implements some of these hooks in its entrypoint module, marked with
     def gear_on_event(event, profile, config, ctx):
         ...
 
-The hooks a gear may implement depend on its ``kind`` (:data:`KIND_HOOKS`); the
+The hooks a gear may implement depend on its ``kind`` (:data:`HOOKS`, the one
+table of hooks: kinds, result type, failure policy); the
 hooks it declares in ``gear.json`` must be exactly the hooks it implements
 (:func:`check_hooks`). A hook may take any subset of its spec's arguments, by
 name.
@@ -24,9 +25,11 @@ The reference in ``docs/hooks.md`` is generated from these docstrings.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
@@ -188,14 +191,52 @@ def gear_uninstall(config: dict[str, JSON], ctx: Context) -> None:
     """
 
 
-LIFECYCLE_HOOKS = frozenset({"gear_install", "gear_uninstall"})
+# ---------------------------------------------------------------------------
+# the table: every list of hooks or kinds elsewhere is derived from it
+# ---------------------------------------------------------------------------
+
+#: The kinds of gear, in the order pages and references list them.
+KINDS: tuple[str, ...] = ("connector", "extension", "template")
+
+Policy = Literal["notify", "decide"]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One hook's contract beyond its signature.
+
+    ``result`` is the type a non-``None`` result is checked against (``None``:
+    the result is ignored), ``many`` whether the hook returns a list of them.
+    ``policy`` is what the engine does when the call fails: ``notify`` logs,
+    counts and skips that gear; ``decide`` hands the failure to the caller,
+    which falls back (default experience, sync aborted, install refused...).
+    """
+
+    kinds: tuple[str, ...]
+    result: type | None
+    many: bool
+    policy: Policy
+
+
+#: Every hook, in the order of this module; a hook missing here fails the tests.
+HOOKS: dict[str, Hook] = {
+    "gear_check": Hook(("connector",), CheckResult, False, "decide"),
+    "gear_streams": Hook(("connector",), StreamInfo, True, "decide"),
+    "gear_read": Hook(("connector",), RecordBatch, False, "decide"),
+    "gear_write": Hook(("connector",), WriteResult, False, "decide"),
+    "gear_on_event": Hook(("extension",), ProfilePatch, False, "notify"),
+    "gear_score_items": Hook(("extension",), ItemScore, True, "notify"),
+    "gear_render": Hook(("template",), RenderResult, False, "decide"),
+    "gear_install": Hook(KINDS, None, False, "decide"),
+    "gear_uninstall": Hook(KINDS, None, False, "notify"),
+}
+
+#: Hooks every kind may implement.
+LIFECYCLE_HOOKS = frozenset(name for name, h in HOOKS.items() if h.kinds == KINDS)
 
 #: Which hooks each kind of gear may implement.
 KIND_HOOKS: dict[str, frozenset[str]] = {
-    "connector": frozenset({"gear_check", "gear_streams", "gear_read", "gear_write"})
-    | LIFECYCLE_HOOKS,
-    "extension": frozenset({"gear_on_event", "gear_score_items"}) | LIFECYCLE_HOOKS,
-    "template": frozenset({"gear_render"}) | LIFECYCLE_HOOKS,
+    kind: frozenset(name for name, h in HOOKS.items() if kind in h.kinds) for kind in KINDS
 }
 
 #: For each kind, groups of which at least one hook must be implemented.
@@ -209,7 +250,12 @@ KIND_REQUIRES_ONE_OF: dict[str, tuple[frozenset[str], ...]] = {
     "template": (frozenset({"gear_render"}),),
 }
 
-ALL_HOOKS: frozenset[str] = frozenset().union(*KIND_HOOKS.values())
+ALL_HOOKS: frozenset[str] = frozenset(HOOKS)
+
+
+def spec_arguments(hook: str) -> tuple[str, ...]:
+    """The argument names of ``hook``'s spec, in order (``config`` and ``ctx`` included)."""
+    return tuple(inspect.signature(globals()[hook]).parameters)
 
 
 def get_plugin_manager(*plugins: object) -> pluggy.PluginManager:

@@ -25,27 +25,31 @@ def _signature(func: object) -> str:
 
 
 def hooks_markdown() -> str:
-    """``docs/hooks.md``: every hookspec, grouped by the kinds that may implement it."""
+    """``docs/hooks.md``: every hookspec, in the order of the table of hooks."""
     out = [HEADER, "# Hook reference\n\n", inspect.cleandoc(hookspecs.__doc__ or ""), "\n\n"]
     out.append("## Which kind implements what\n\n| kind | hooks | must implement |\n| --- | --- | --- |\n")
-    for kind, names in hookspecs.KIND_HOOKS.items():
+    for kind in hookspecs.KINDS:
+        names = [n for n in hookspecs.HOOKS if n in hookspecs.KIND_HOOKS[kind]]
         must = "; ".join(" or ".join(sorted(g)) for g in hookspecs.KIND_REQUIRES_ONE_OF[kind])
-        out.append(f"| {kind} | {', '.join(f'`{n}`' for n in sorted(names))} | {must} |\n")
-    for name in sorted(hookspecs.ALL_HOOKS, key=_hook_order):
+        out.append(f"| {kind} | {', '.join(f'`{n}`' for n in names)} | {must} |\n")
+    for name, hook in hookspecs.HOOKS.items():
         func = getattr(hookspecs, name)
-        kinds = [k for k, hooks in hookspecs.KIND_HOOKS.items() if name in hooks]
         out.append(f"\n## `{name}`\n\n```python\n{_signature(func)}\n```\n\n")
-        out.append(f"Kinds: {', '.join(kinds)}.\n\n")
+        out.append(f"Kinds: {', '.join(hook.kinds)}. Returns: {_returns(hook)}. "
+                   f"On failure: {_POLICY[hook.policy]}.\n\n")
         out.append(inspect.cleandoc(func.__doc__ or "") + "\n")
     return "".join(out)
 
 
-def _hook_order(name: str) -> tuple[int, str]:
-    families = ["connector", "extension", "template"]
-    for i, kind in enumerate(families):
-        if name in hookspecs.KIND_HOOKS[kind] - hookspecs.LIFECYCLE_HOOKS:
-            return i, name
-    return len(families), name
+_POLICY = {"notify": "notify (logged, counted, that gear skipped)",
+           "decide": "decide (the caller falls back)"}
+
+
+def _returns(hook: hookspecs.Hook) -> str:
+    if hook.result is None:
+        return "nothing (ignored)"
+    name = f"`{hook.result.__name__}`"
+    return f"a list of {name}" if hook.many else name
 
 
 #: An example argument per capability kind, for the reference's consent column.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gears_sdk.hookspecs import HOOKS
 from gears_sdk.manifest import Manifest
 from gears_sdk.permissions import (
     filter_event,
@@ -23,31 +24,16 @@ from gears_sdk.permissions import (
     host_allowed,
     patch_violations,
 )
-from gears_sdk.types import (
-    CheckResult,
-    ItemScore,
-    ProfilePatch,
-    RecordBatch,
-    RenderResult,
-    StreamInfo,
-    WriteResult,
-)
+from gears_sdk.types import ProfilePatch
 from gears_sdk.values import DEFAULT_LIMITS, ValueLimits, ValueRejected, check_value
 from gears_sdk.worker.protocol import MAX_MESSAGE_BYTES
 
 __all__ = ["filter_arguments", "host_allowed", "normalize_result", "patch_violations"]
 
-#: The type each hook returns; hooks returning a list of them are in _LISTS.
-RESULT_TYPES: dict[str, Any] = {
-    "gear_check": CheckResult,
-    "gear_streams": StreamInfo,
-    "gear_read": RecordBatch,
-    "gear_write": WriteResult,
-    "gear_on_event": ProfilePatch,
-    "gear_score_items": ItemScore,
-    "gear_render": RenderResult,
-}
-_LISTS = frozenset({"gear_streams", "gear_score_items"})
+#: The type each hook returns (from :data:`gears_sdk.hookspecs.HOOKS`); hooks returning
+#: a list of them are in _LISTS.
+RESULT_TYPES: dict[str, Any] = {name: h.result for name, h in HOOKS.items() if h.result}
+_LISTS = frozenset(name for name, h in HOOKS.items() if h.many)
 #: What any result may be; a page of connector records may fill a whole message.
 RESULT_LIMITS = DEFAULT_LIMITS
 _HOOK_LIMITS: dict[str, ValueLimits] = {

@@ -1,0 +1,113 @@
+"""The table of hooks in gears_sdk.hookspecs is the one source: every hookspec has an
+entry and documentation, and what other modules list about hooks is derived from it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pluggy
+import pytest
+
+from gears_sdk import hookspecs
+from gears_sdk.hookspecs import HOOKS, KINDS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spec_names() -> set[str]:
+    """Every function pluggy takes for a hookspec in the module."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    return {name for name in dir(hookspecs)
+            if pm.parse_hookspec_opts(hookspecs, name) is not None}
+
+
+def test_every_hookspec_has_a_table_entry_and_every_entry_a_hookspec():
+    assert spec_names() == set(HOOKS)
+
+
+@pytest.mark.parametrize("name", sorted(HOOKS))
+def test_every_hook_is_documented(name):
+    func = getattr(hookspecs, name)
+    assert func.__doc__ and func.__doc__.strip(), f"{name} has no docstring"
+    reference = (ROOT / "docs/hooks.md").read_text(encoding="utf-8")
+    assert f"## `{name}`" in reference
+
+
+@pytest.mark.parametrize("name", sorted(HOOKS))
+def test_table_entries_are_well_formed(name):
+    hook = HOOKS[name]
+    assert hook.kinds and set(hook.kinds) <= set(KINDS)
+    assert hook.policy in ("notify", "decide")
+    assert hook.result is None or hasattr(hook.result, "from_value")
+    assert not (hook.many and hook.result is None)
+    assert {"config", "ctx"} <= set(hookspecs.spec_arguments(name))
+
+
+def test_every_kind_can_be_satisfied_from_its_hooks():
+    assert set(hookspecs.KIND_REQUIRES_ONE_OF) == set(KINDS)
+    for kind, groups in hookspecs.KIND_REQUIRES_ONE_OF.items():
+        for group in groups:
+            assert group <= hookspecs.KIND_HOOKS[kind]
+
+
+def test_manifest_schema_agrees_with_the_table():
+    """The JSON Schema cannot import Python: its kind enum is held to the table here."""
+    schema = json.loads((ROOT / "gears_sdk/schema/gear.schema.json").read_text("utf-8"))
+    props = schema["properties"]
+    assert props["kind"]["enum"] == list(KINDS)
+    pattern = props["hooks"]["items"]["pattern"]
+    assert all(re.fullmatch(pattern, name) for name in HOOKS)
+    assert props["hooks"]["maxItems"] >= len(HOOKS)
+
+
+def test_result_checks_and_policies_come_from_the_table():
+    from marketplace.runtime.permissions import _LISTS, RESULT_TYPES
+    from marketplace.runtime.proxy import HOOK_POLICY
+
+    assert {n: h.result for n, h in HOOKS.items() if h.result is not None} == RESULT_TYPES
+    assert {n for n, h in HOOKS.items() if h.many} == _LISTS
+    assert {n: h.policy for n, h in HOOKS.items()} == HOOK_POLICY
+
+
+class RecordingRuntime:
+    """Stands in for the runtime below a proxy: records what each forwarder sends."""
+
+    def __init__(self, hooks: list[str]):
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.inst = SimpleNamespace(gear="acme/all", manifest=SimpleNamespace(hooks=hooks))
+
+    def installation(self, installation: str) -> Any:
+        return self.inst
+
+    def call(self, installation: str, hook: str, **kwargs: Any) -> Any:
+        self.calls.append((hook, kwargs))
+        return {"hook": hook}
+
+
+def test_proxies_forward_every_hook_with_its_spec_arguments():
+    """Each generated forwarder registers under pluggy with the spec's arguments and sends
+    them all to the worker except config and ctx, which the runtime supplies."""
+    from marketplace.runtime.proxy import GearResult, make_proxy
+
+    runtime = RecordingRuntime(sorted(HOOKS))
+    proxy = make_proxy(runtime, "inst-1")  # type: ignore[arg-type]
+    pm = hookspecs.get_plugin_manager(proxy)
+    for name in HOOKS:
+        impl = getattr(pm.hook, name).get_hookimpls()[0]
+        assert impl.argnames == tuple(hookspecs.spec_arguments(name))
+        args = {a: f"{a}-value" for a in hookspecs.spec_arguments(name)}
+        [result] = getattr(pm.hook, name)(**args)
+        assert isinstance(result, GearResult) and result.value == {"hook": name}
+        sent = {a: v for a, v in args.items() if a not in ("config", "ctx")}
+        assert runtime.calls[-1] == (name, sent)
+
+
+def test_a_proxy_implements_only_the_declared_hooks():
+    from marketplace.runtime.proxy import make_proxy
+
+    proxy = make_proxy(RecordingRuntime(["gear_render"]), "inst-1")  # type: ignore[arg-type]
+    assert hookspecs.implemented_hooks(proxy) == {"gear_render"}
