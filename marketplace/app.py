@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from marketplace import blobs, db, errors, http_input
 from marketplace.config import load_settings
+from marketplace.settings import warn_unknown
 
 #: Domain packages, each exposing ``init_app(app)`` that registers its blueprint(s).
 #: Add a package here to mount it; the order is the order of registration.
@@ -58,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     or ``GEARS_CONFIG``, ``GEARS_*`` environment variables); tests use it.
     """
     settings = load_settings(config)
+    warn_unknown()
     app = Flask("marketplace", instance_path=settings["INSTANCE_PATH"],
                 instance_relative_config=True)
     app.config.update(settings)

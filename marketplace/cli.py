@@ -7,7 +7,6 @@ fix print ``error: …`` on stderr and exit with status 1, without a traceback.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from datetime import timedelta
@@ -22,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from marketplace.audit import SystemActor
 from marketplace.engine.cli import engine_group
 from marketplace.errors import MarketplaceError
+from marketplace.settings import BY_NAME, ConfigError, from_environ, parse
 from marketplace.storage import StorageError
 
 DEFAULT_ADMIN_EMAIL = "admin@gears.local"
@@ -115,8 +115,8 @@ def _ensure_admin(session: Any) -> str | None:
     from marketplace.demo import new_password
     from marketplace.models import Role, User
 
-    email = os.environ.get("GEARS_ADMIN_EMAIL", "").strip()
-    password = os.environ.get("GEARS_ADMIN_PASSWORD") or None
+    email = (from_environ("ADMIN_EMAIL") or "").strip()
+    password = from_environ("ADMIN_PASSWORD") or None
     if email:
         user = service.get_user(session, email)
         if user is not None:
@@ -188,7 +188,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
                        f"version needs {head}; run `marketplace db upgrade` first")
     from marketplace.vetting.worker import start_processes, stop_processes
 
-    vetters = _vetting_workers()
+    vetters = _vetting_workers(app)
     click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)}; "
                f"{vetters} vetting worker process{'es' if vetters != 1 else ''})", err=True)
     procs = start_processes(vetters)
@@ -198,15 +198,13 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
         stop_processes(procs)
 
 
-def _vetting_workers() -> int:
-    raw = os.environ.get("GEARS_VETTING_WORKERS", "1").strip() or "1"
+def _vetting_workers(app: Flask) -> int:
+    """``VETTING_WORKERS`` (parsed and bounded by the settings table when it came from
+    the environment; checked again here when it came from the config file)."""
     try:
-        count = int(raw)
-    except ValueError:
-        raise CLIError(f"GEARS_VETTING_WORKERS={raw!r} is not a whole number") from None
-    if not 0 <= count <= 32:
-        raise CLIError("GEARS_VETTING_WORKERS must be from 0 to 32")
-    return count
+        return int(parse(BY_NAME["VETTING_WORKERS"], str(app.config["VETTING_WORKERS"])))
+    except ConfigError as exc:
+        raise CLIError(exc.message) from None
 
 
 @main.group("db")

@@ -9,86 +9,44 @@ Settings are layered, each layer overriding the one before:
 3. ``GEARS_``-prefixed environment variables (the contract scripts rely on);
 4. the mapping passed to :func:`~marketplace.create_app` (tests).
 
-The result lands in ``app.config`` under plain names (``DATABASE_URL``,
-``STORAGE_URL``, ``S3_ENDPOINT_URL``, ``S3_REGION``, ``SECRET_KEY``,
-``MAX_CONTENT_LENGTH``, ``BASE_URL``, ``TESTING``). The app and the operator
+The result lands in ``app.config`` under the names of the settings table,
+:data:`marketplace.settings.SETTINGS` (plus ``MAX_CONTENT_LENGTH``,
+``INSTANCE_PATH`` and ``TESTING``), so code reads ``app.config[NAME]`` and never
+needs a default of its own. The app and the operator
 CLI both resolve settings through :func:`load_settings`, so they always agree.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from marketplace.errors import MarketplaceError
+from marketplace import settings as settings_table
+from marketplace.settings import SETTINGS, ConfigError
 
-#: Settings read from ``GEARS_<NAME>`` environment variables, with their parsers.
-ENV_SETTINGS: dict[str, Callable[[str], Any]] = {
-    "DATABASE_URL": str,
-    "STORAGE_URL": str,
-    "S3_ENDPOINT_URL": str,
-    "S3_REGION": str,
-    "SECRET_KEY": str,
-    "MAX_UPLOAD_MB": int,
-    "BASE_URL": str,
-    "S3_CONNECT_TIMEOUT": float,
-    "S3_READ_TIMEOUT": float,
-    "S3_MAX_ATTEMPTS": int,
-    "STORAGE_BREAKER_FAILURES": int,
-    "STORAGE_BREAKER_SECONDS": float,
-    # Earlier secret keys, comma-separated: still accepted for decryption after a rotation.
-    "SECRET_KEY_FALLBACKS": lambda value: [k.strip() for k in value.split(",") if k.strip()],
-    # Proxy hops in front of the server whose X-Forwarded-For/-Proto are believed (0: none).
-    "TRUSTED_PROXIES": int,
-    "TOKEN_FAILURE_LIMIT": int,
-    "TOKEN_FAILURE_WINDOW": float,
-    "LOGIN_ACCOUNT_FAILURE_LIMIT": int,
-    # Where installations' data dirs (and their filesystem images) live; default
-    # <instance>/engine/data. Point it at a volume of its own.
-    "GEAR_DATA_PATH": str,
-}
+__all__ = ["ConfigError", "load_settings", "defaults", "instance_path", "read_environ"]
+
+#: Settings that say where the others come from; read before the layers, not layered.
+BOOTSTRAP = frozenset({"CONFIG", "INSTANCE_PATH"})
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
 CONFIG_FILE = "gears.toml"
 
 
-class ConfigError(MarketplaceError):
-    """A setting that cannot be used; the message names the setting and the fix."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(500, "config_error", message)
-
-
 def defaults(cwd: Path) -> dict[str, Any]:
-    """The built-in settings: everything local, under the working directory."""
-    return {
-        "DATABASE_URL": "sqlite:///registry.db",
-        "STORAGE_URL": f"file://{cwd / 'blobs'}",
-        "S3_ENDPOINT_URL": None,
-        "S3_REGION": None,
-        "SECRET_KEY": None,
-        "MAX_UPLOAD_MB": 16,
-        "BASE_URL": None,
-        # Storage calls fail in seconds, and a store that keeps failing is skipped
-        # (fails fast) for a while: see marketplace.storage.breaker.
-        "S3_CONNECT_TIMEOUT": 2.0,
-        "S3_READ_TIMEOUT": 10.0,
-        "S3_MAX_ATTEMPTS": 2,
-        "STORAGE_BREAKER_FAILURES": 3,
-        "STORAGE_BREAKER_SECONDS": 30.0,
-        "TESTING": False,
-        "TRUSTED_PROXIES": 0,
-        "TOKEN_FAILURE_LIMIT": 30,
-        "TOKEN_FAILURE_WINDOW": 300.0,
-        "LOGIN_ACCOUNT_FAILURE_LIMIT": 20,
-        "GEAR_DATA_PATH": None,
-    }
+    """The built-in settings, from :data:`marketplace.settings.SETTINGS`: everything
+    local, under the working directory."""
+    values = {s.name: copy.copy(s.default) for s in SETTINGS if s.name not in BOOTSTRAP}
+    values["STORAGE_URL"] = f"file://{cwd / 'blobs'}"
+    values["TESTING"] = False
+    return values
 
 
 def instance_path(overrides: Mapping[str, Any] | None = None,
@@ -97,7 +55,8 @@ def instance_path(overrides: Mapping[str, Any] | None = None,
     unless ``INSTANCE_PATH`` is passed or ``GEARS_INSTANCE_PATH`` is set."""
     environ = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
-    chosen = (overrides or {}).get("INSTANCE_PATH") or environ.get("GEARS_INSTANCE_PATH")
+    chosen = ((overrides or {}).get("INSTANCE_PATH")
+              or settings_table.from_environ("INSTANCE_PATH", environ))
     return Path(chosen).resolve() if chosen else cwd / "instance"
 
 
@@ -112,16 +71,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``GEARS_*`` settings that are set (and not empty)."""
-    found: dict[str, Any] = {}
-    for name, parse in ENV_SETTINGS.items():
-        raw = environ.get(f"GEARS_{name}")
-        if raw is None or raw == "":
-            continue
-        try:
-            found[name] = parse(raw)
-        except ValueError:
-            raise ConfigError(f"GEARS_{name}={raw!r} is not a valid {parse.__name__}") from None
+    """The ``GEARS_*`` settings that are set (and not empty), parsed by the table."""
+    found = settings_table.read_environ(environ)
+    for name in BOOTSTRAP:
+        found.pop(name, None)
     return found
 
 
@@ -176,7 +129,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *,
     instance = instance_path(overrides, environ, cwd)
 
     settings = defaults(cwd)
-    config_file = environ.get("GEARS_CONFIG")
+    config_file = settings_table.from_environ("CONFIG", environ)
     if config_file:
         path = Path(config_file)
         if not path.is_file():

@@ -206,7 +206,7 @@ class EngineManager:
             with app.app_context():
                 return sign_document(ring, killlist_document())
 
-        every = interval or float(app.config.get("KILLLIST_INTERVAL_SECONDS") or 10)
+        every = interval or float(app.config["KILLLIST_INTERVAL_SECONDS"])
         self.killswitch = KillListPoller(fetch, keys, self.runtime, every).start()
         return self.killswitch
 

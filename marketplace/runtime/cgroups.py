@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from marketplace.settings import from_environ
+
 PARENT_ENV = "GEARS_CGROUP_PARENT"
 GROUP_DIR = "gears"
 V1_REQUIRED = ("memory", "pids", "cpu")
@@ -403,7 +405,7 @@ def _weigh(path: Path, per_cpu: int, most: int) -> None:
 
 def _probe_v2(v2: tuple[Path, str], own: dict[str, str]) -> CgroupHost | str:
     point, root = v2
-    chosen = os.environ.get(PARENT_ENV, "").strip()
+    chosen = (from_environ("CGROUP_PARENT") or "").strip()
     base = Path(chosen) if chosen else _inside(point, root, own.get("", "/")) / GROUP_DIR
     if chosen and not base.is_relative_to(point):
         return f"{PARENT_ENV}={chosen} is not inside the cgroup2 mount {point}"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json as jsonlib
-import os
 import socket
 import ssl
 import threading
@@ -37,6 +36,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from gears_sdk.context import HttpResponse
 from gears_sdk.permissions import host_allowed
+from marketplace.settings import from_environ
 
 ALLOW_PRIVATE_ENV = "GEARS_HTTP_ALLOW_PRIVATE_HOSTS"
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
@@ -61,8 +61,7 @@ class HttpRefused(PermissionError):
 
 def allowed_private_hosts_from_env() -> frozenset[str]:
     """Host names or addresses the operator lets gears reach on private addresses."""
-    raw = os.environ.get(ALLOW_PRIVATE_ENV, "")
-    return frozenset(h.strip().lower() for h in raw.split(",") if h.strip())
+    return frozenset(h.lower() for h in from_environ("HTTP_ALLOW_PRIVATE_HOSTS"))
 
 
 def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:

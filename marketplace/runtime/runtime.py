@@ -54,11 +54,12 @@ from marketplace.runtime.sandbox import (
 from marketplace.runtime.services import Services
 from marketplace.runtime.staging import Stage
 from marketplace.runtime.worker import MAX_WAITERS, Worker
+from marketplace.settings import from_environ
 
 log = logging.getLogger(__name__)
 
 #: Workers run under uids from this range (one per installation) when the engine is root.
-UID_BASE = int(os.environ.get("GEARS_SANDBOX_UID_BASE", "1900000000"))
+UID_BASE: int = from_environ("SANDBOX_UID_BASE")
 UID_COUNT = 65536
 
 #: A batch's calls together may last at most this long (each still has its own

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from marketplace.runtime.errors import SandboxError
+from marketplace.settings import from_environ
 
 LEVELS = ("dev-unsafe", "standard", "strict")
 MIN_LEVEL_ENV = "GEARS_SANDBOX_MIN_LEVEL"
@@ -70,9 +71,8 @@ class SandboxReport:
 
 def default_min_level() -> str:
     """``GEARS_SANDBOX_MIN_LEVEL``, else ``strict`` on Linux and ``dev-unsafe`` elsewhere."""
-    value = os.environ.get(MIN_LEVEL_ENV, "").strip()
+    value: str | None = from_environ("SANDBOX_MIN_LEVEL")
     if value:
-        level_rank(value)
         return value
     return "strict" if sys.platform.startswith("linux") else "dev-unsafe"
 

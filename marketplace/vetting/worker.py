@@ -13,7 +13,6 @@ budget (:mod:`~marketplace.vetting.runner`). All use the same atomic claim.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -23,29 +22,24 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from marketplace.models import GearVersion
+from marketplace.settings import as_bool
 from marketplace.vetting.context import SandboxOptions
 from marketplace.vetting.jobs import MAX_ATTEMPTS, STALE_AFTER, Approver, claim, run_claim
 from marketplace.vetting.runner import DEFAULT_BUDGET
 
 log = logging.getLogger(__name__)
 
-FALSE = ("0", "false", "no", "off")
-
-
 def setting(app: Flask, name: str, default: Any = None) -> Any:
-    """``app.config[name]``, else ``GEARS_<name>`` from the environment, else ``default``."""
-    if name in app.config:
-        return app.config[name]
-    return os.environ.get(f"GEARS_{name}", default)
+    """``app.config[name]``: the settings table (:mod:`marketplace.settings`) put the
+    environment's value, or the default, there; ``default`` is for apps built without it."""
+    return app.config.get(name, default)
 
 
 def flag(app: Flask, name: str, default: bool) -> bool:
     value = setting(app, name, None)
     if value is None:
         return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() not in FALSE
+    return as_bool(value)
 
 
 def sandbox_options(app: Flask) -> SandboxOptions:
