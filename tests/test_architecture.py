@@ -1,0 +1,123 @@
+"""The layers of docs/architecture.md, checked on every module's imports.
+
+The check reads the source with ``ast`` rather than importing it, so it sees
+imports inside functions too: an import a function hides is still a
+dependency. Imports under ``if TYPE_CHECKING:`` are left out because they never
+run.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("gears_sdk", "marketplace")
+
+PAGES = ("marketplace.web", "marketplace.admin")
+
+# (layer, what it must not import). docs/architecture.md "Layers" says the same.
+FORBIDDEN: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gears_sdk", ("marketplace",)),
+    (
+        "marketplace.runtime",
+        (
+            "marketplace.engine",
+            "marketplace.registry",
+            "marketplace.vetting",
+            "marketplace.workspaces",
+            *PAGES,
+        ),
+    ),
+    ("marketplace.engine", PAGES),
+    ("marketplace.registry", PAGES),
+    ("marketplace.accounts", PAGES),
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def all_modules() -> dict[str, Path]:
+    """Every module of the two packages, by dotted name."""
+    return {
+        _module_name(path): path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """Every node below ``node`` except the bodies of ``if TYPE_CHECKING:``."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child):
+            for other in child.orelse:
+                yield other
+                yield from _runtime_nodes(other)
+            continue
+        yield child
+        yield from _runtime_nodes(child)
+
+
+def _absolute(name: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_in(
+    source: str, name: str, is_package: bool, modules: dict[str, Path]
+) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for each import that runs, at any depth."""
+    for node in _runtime_nodes(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(name, is_package, node)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                yield (full if full in modules else base), node.lineno
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> Iterator[tuple[str, int]]:
+    return imports_in(path.read_text(), name, path.name == "__init__.py", modules)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_layers_import_only_downwards() -> None:
+    modules = all_modules()
+    violations = [
+        f"{name}:{line} imports {target}"
+        for name, path in modules.items()
+        for target, line in imports_of(name, path, modules)
+        for layer, banned in FORBIDDEN
+        if _within(name, layer) and any(_within(target, b) for b in banned)
+    ]
+    assert not violations, "layer violations:\n" + "\n".join(violations)
+
+
+def test_the_check_sees_function_imports_and_skips_type_only_ones() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import a\n"
+        "def f():\n    from ..web import views\n"
+    )
+    modules = {"marketplace.web.views": Path("x")}
+    found = [t for t, _ in imports_in(source, "marketplace.engine.x", False, modules)]
+    assert found == ["typing", "marketplace.web.views"]
