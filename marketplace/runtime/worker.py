@@ -69,6 +69,8 @@ MAX_LOGS_PER_CALL = 1000
 #: Calls that may wait for an installation's worker while it serves another; more
 #: fail at once as ``busy``, so one slow gear holds at most this many + 1 threads.
 MAX_WAITERS = 1
+#: How long stopping a worker waits for a running call before killing it under the call.
+STOP_WAIT_S = 1.0
 #: The longest a batch waits for a busy worker (a batch is a call per item).
 BATCH_WAIT_S = 10.0
 
@@ -391,9 +393,19 @@ class Worker:
             except OSError:
                 pass
 
-    def stop(self) -> None:
-        """Stop the worker (politely: closing stdin ends its loop; then SIGKILL)."""
-        with self._lock:
+    def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop the worker (politely: closing stdin ends its loop; then SIGKILL).
+
+        A call still running after ``wait_s`` (a hung gear) is not waited out: the
+        process is killed under it, and that call fails as ``crashed``. Whoever
+        stops a worker (a config change, the kill list, shutdown) never waits on a
+        gear longer than that.
+        """
+        if not self._lock.acquire(timeout=wait_s):
+            self.log.warning("stopping %s while a call still runs: killing it", self.inst.gear)
+            self.kill()
+            return
+        try:
             if self.alive and self.channel is not None:
                 self._busy()
                 try:
@@ -402,6 +414,8 @@ class Worker:
                 except (ProtocolError, subprocess.TimeoutExpired):
                     pass
             self.kill()
+        finally:
+            self._lock.release()
 
     # -- calls --------------------------------------------------------------
 

@@ -91,3 +91,33 @@ def test_a_worker_that_cannot_be_planned_is_the_installations_counted_failure(
     with pytest.raises(GearCallError) as err:
         rt.start(inst)
     assert err.value.code != "disabled"
+
+
+def test_stopping_a_worker_does_not_wait_out_a_hung_call(make_gear, installation,
+                                                        runtime_factory):
+    rt = runtime_factory()
+    inst = installation(make_gear(HANG, timeout_ms=60000))
+    rt.start(inst)
+    assert rt.call(inst.id, "gear_on_event", event={}, profile={}) is None  # warm
+    outcome: list[str] = []
+    running = threading.Event()
+
+    def call() -> None:
+        running.set()
+        try:
+            rt.call(inst.id, "gear_on_event", event={"hang": True}, profile={})
+            outcome.append("ok")
+        except GearCallError as exc:
+            outcome.append(exc.code)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    running.wait(10)
+    worker = rt.worker(inst.id)
+    while worker._lock.acquire(blocking=False):  # free: the call has not begun yet
+        worker._lock.release()
+        time.sleep(0.01)
+    rt.stop(inst.id)  # a config change, the kill list, shutdown...
+    thread.join(90)
+    # the call was cut short by the stop, not by its 60 s deadline
+    assert outcome == ["crashed"], outcome
