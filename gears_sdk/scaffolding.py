@@ -14,9 +14,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from gears_sdk.errors import GearsError
+from gears_sdk.hookspecs import KINDS
 from gears_sdk.manifest import manifest_schema
-
-KINDS = ("connector", "extension", "template")
 
 
 def validate_name(name: str) -> None:

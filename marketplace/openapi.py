@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, jsonify
 
 import gears_sdk
+from gears_sdk.hookspecs import KINDS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -64,7 +65,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["kind", "sha256", "size", "manifest", "url", "download_url", "web_url"],
         "properties": {
-            "kind": {"enum": ["connector", "extension", "template"]},
+            "kind": {"enum": list(KINDS)},
             "title": STR, "summary": STR,
             "yank_reason": _nullable(STR), "quarantine_reason": _nullable(STR),
             "review_reason": _nullable(STR), "reviewed_at": _nullable(DATE),
@@ -80,7 +81,7 @@ SCHEMAS: dict[str, Any] = {
                      "latest_version", "install_count", "versions"],
         "properties": {
             "name": STR, "publisher": STR,
-            "kind": {"enum": ["connector", "extension", "template"]},
+            "kind": {"enum": list(KINDS)},
             "title": STR, "summary": STR,
             "categories": {"type": "array", "items": STR},
             "latest_version": _nullable(STR),
@@ -130,7 +131,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
             "workspace": STR, "gear": STR, "title": STR,
-            "kind": {"enum": ["connector", "extension", "template"]},
+            "kind": {"enum": list(KINDS)},
             "version": {**STR, "description": "the version that runs"},
             "constraint": {**STR, "description": "the range asked for, or the exact version"},
             "status": {"enum": ["active", "disabled", "failed"]},
@@ -159,7 +160,7 @@ SCHEMAS: dict[str, Any] = {
                      "resolution", "upgrade"],
         "properties": {
             "gear": STR, "title": STR, "summary": STR,
-            "kind": {"enum": ["connector", "extension", "template"]},
+            "kind": {"enum": list(KINDS)},
             "version": STR, "constraint": STR,
             "capabilities": {"type": "array", "items": ref("Capability")},
             "consent_required": BOOL,
@@ -263,7 +264,7 @@ PATHS: dict[str, Any] = {
             "description": "Non-admins see only gears with an approved, non-yanked version.",
             "parameters": [
                 _query("q", STR, "words in the name, title or summary"),
-                _query("kind", {"enum": ["connector", "extension", "template"]}, "kind of gear"),
+                _query("kind", {"enum": list(KINDS)}, "kind of gear"),
                 _query("category", STR, "a category"),
                 _query("publisher", STR, "a publisher's namespace"),
                 _query("page", {"type": "integer", "minimum": 1, "maximum": 10000}, "page, from 1"),

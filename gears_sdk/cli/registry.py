@@ -10,6 +10,7 @@ import click
 
 from gears_sdk.client import RegistryClient, client_from_settings
 from gears_sdk.errors import GearsError
+from gears_sdk.hookspecs import KINDS
 from gears_sdk.settings import save_login
 
 
@@ -85,7 +86,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 
 @click.command("search")
 @click.argument("query", default="")
-@click.option("--kind", type=click.Choice(["connector", "extension", "template"]))
+@click.option("--kind", type=click.Choice(KINDS))
 @click.option("--category", help="Only gears in this category.")
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
 def search_command(query: str, kind: str | None, category: str | None, page: int) -> None:

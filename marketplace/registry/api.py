@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, send_file
 
+from gears_sdk.hookspecs import KINDS
 from marketplace.auth import current_token, current_user
 from marketplace.blobs import get_blob_store as get_store
 from marketplace.db import get_session
@@ -14,7 +15,7 @@ from marketplace.http_input import json_body
 from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
-from marketplace.registry.queries import KINDS, MAX_PER_PAGE, SearchQuery, Viewer
+from marketplace.registry.queries import MAX_PER_PAGE, SearchQuery, Viewer
 from marketplace.storage import BlobNotFound, StorageError
 
 bp = Blueprint("registry_api", __name__, url_prefix="/api/v1")

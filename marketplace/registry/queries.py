@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, selectinload
 from gears_sdk.versions import Version
 from marketplace.models import ApiToken, Gear, GearVersion, User, VersionStatus
 
-KINDS = ("connector", "extension", "template")
 MAX_PER_PAGE = 100
 
 

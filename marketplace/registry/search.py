@@ -43,7 +43,6 @@ from marketplace.registry.queries import Viewer
 
 SORTS = {"relevance": "Best match", "installs": "Most installed", "newest": "Newest",
          "name": "Name"}
-KINDS = ("connector", "extension", "template")
 FTS_TABLE = "gears_fts"
 PG_CONFIG = "simple"
 MAX_WORDS = 8

@@ -8,7 +8,10 @@ from urllib.parse import urlencode
 
 from flask import Flask, request
 
-KIND_LABELS = {"connector": "Connector", "extension": "Extension", "template": "Template"}
+from gears_sdk.hookspecs import KINDS
+
+#: Every kind of gear (:data:`gears_sdk.hookspecs.KINDS`, in order) and its label.
+KIND_LABELS = {kind: kind.capitalize() for kind in KINDS}
 KIND_BLURBS = {
     "connector": "Bring data in from other systems, or send it out.",
     "extension": "Score, enrich and react to your customers' events.",

@@ -6,12 +6,13 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request
 
+from gears_sdk.hookspecs import KINDS
 from gears_sdk.manifest import SECRET_FORMATS
 from marketplace.blobs import get_blob_store
 from marketplace.db import get_session
 from marketplace.models import Gear, GearVersion, VersionStatus
 from marketplace.registry import queries
-from marketplace.registry.search import KINDS, SORTS, CatalogQuery, facet_counts, search
+from marketplace.registry.search import SORTS, CatalogQuery, facet_counts, search
 from marketplace.web import readme
 from marketplace.web.forms import FormField, all_fields, build_form
 from marketplace.web.session import current_user, current_viewer

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from gears_sdk import __version__
 from gears_sdk.cli import main
+from gears_sdk.hookspecs import KINDS
 
 GEARS = Path(sys.executable).parent / "gears"
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +60,7 @@ def test_acceptance_new_validate_build_and_scaffold_tests(tmp_path):
     assert again.stdout.strip().splitlines()[1] == sha_line
 
 
-@pytest.mark.parametrize("kind", ["connector", "extension", "template"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_scaffolds_validates_and_builds(tmp_path, kind):
     gear_dir = scaffold(tmp_path, kind, f"acme/my-{kind}")
     assert (gear_dir / f"my_{kind}" / "__init__.py").is_file()

@@ -111,3 +111,32 @@ def test_a_proxy_implements_only_the_declared_hooks():
 
     proxy = make_proxy(RecordingRuntime(["gear_render"]), "inst-1")  # type: ignore[arg-type]
     assert hookspecs.implemented_hooks(proxy) == {"gear_render"}
+
+
+def test_every_list_of_kinds_is_the_table_s():
+    """Kinds reach the pages, the API, the CLI and the scaffolds from the one tuple."""
+    from gears_sdk.cli import main
+    from marketplace.openapi import document
+    from marketplace.web.templating import KIND_BLURBS, KIND_LABELS
+
+    assert list(KIND_LABELS) == list(KINDS) and set(KIND_BLURBS) == set(KINDS)
+    assert sorted(p.name for p in (ROOT / "gears_sdk/scaffold").iterdir() if p.is_dir()) \
+        == sorted(KINDS)
+    for command in ("new", "search"):
+        [kind] = [p for p in main.commands[command].params if p.name == "kind"]
+        assert tuple(kind.type.choices) == KINDS  # type: ignore[attr-defined]
+    enums = [s["enum"] for s in _subschemas(document()) if "enum" in s
+             and set(s["enum"]) & set(KINDS)]
+    assert len(enums) >= 5 and all(e == list(KINDS) for e in enums)
+
+
+def _subschemas(node: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        out.append(node)
+        for v in node.values():
+            out += _subschemas(v)
+    elif isinstance(node, list):
+        for v in node:
+            out += _subschemas(v)
+    return out
