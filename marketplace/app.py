@@ -89,7 +89,7 @@ def trust_proxies(app: Flask) -> None:
     ``ProxyFix`` takes the N-th address from the right: the one the outermost
     trusted proxy saw, which a client cannot forge. Rate limits and logs use it.
     """
-    hops = int(app.config.get("TRUSTED_PROXIES") or 0)
+    hops = int(app.config["TRUSTED_PROXIES"])
     if hops > 0:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -52,9 +52,6 @@ class Limiter(Protocol):
 
 _UNSET = object()
 
-#: Failed bearer authentications allowed per token, and per address, and window (seconds).
-DEFAULT_TOKEN_FAILURE_LIMIT = 30
-DEFAULT_TOKEN_FAILURE_WINDOW = 300
 _LIMITER_KEY = "gears_token_failures"
 
 
@@ -64,7 +61,7 @@ def failure_limiter(name: str, limit: int, window: float) -> Limiter:
     ``RATE_LIMIT_STORE`` is ``memory`` (each process counts on its own)."""
     limiter = current_app.extensions.get(name)
     if limiter is None:
-        if str(current_app.config.get("RATE_LIMIT_STORE") or "database") == "memory":
+        if current_app.config["RATE_LIMIT_STORE"] == "memory":
             limiter = SlidingWindowLimiter(limit=limit, window=window)
         else:
             from marketplace.accounts.failures import DatabaseLimiter
@@ -79,8 +76,7 @@ def token_failures() -> Limiter:
     """The app's limiter of failed token authentications."""
     cfg = current_app.config
     return failure_limiter(
-        _LIMITER_KEY, int(cfg.get("TOKEN_FAILURE_LIMIT", DEFAULT_TOKEN_FAILURE_LIMIT)),
-        float(cfg.get("TOKEN_FAILURE_WINDOW", DEFAULT_TOKEN_FAILURE_WINDOW)))
+        _LIMITER_KEY, int(cfg["TOKEN_FAILURE_LIMIT"]), float(cfg["TOKEN_FAILURE_WINDOW"]))
 
 
 def _failure_keys(plaintext: str | None) -> tuple[str, str]:

@@ -165,7 +165,7 @@ class EngineManager:
         self._runtime = runtime
         root = Path(app.instance_path) / "engine"
         self.cache = GearCache(root / "gear-cache", StoreFetcher(get_blob_store(app)))
-        configured = app.config.get("GEAR_DATA_PATH")
+        configured = app.config["GEAR_DATA_PATH"]
         self.data_root = Path(configured).resolve() if configured else root / "data"
         self.sessions: Callable[[], Session] = database(app).sessionmaker
         self._workspaces: dict[str, WorkspaceGears] = {}

@@ -16,6 +16,7 @@ from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
 from marketplace.registry.queries import MAX_PER_PAGE, SearchQuery, Viewer
+from marketplace.settings import as_bool
 from marketplace.storage import BlobNotFound, StorageError
 
 bp = Blueprint("registry_api", __name__, url_prefix="/api/v1")
@@ -24,7 +25,7 @@ ARCHIVE_MIMETYPE = "application/vnd.gears.gear+zip"
 
 
 def base_url() -> str:
-    return (current_app.config.get("BASE_URL") or request.host_url).rstrip("/")
+    return (current_app.config["BASE_URL"] or request.host_url).rstrip("/")
 
 
 def viewer() -> Viewer:
@@ -131,7 +132,7 @@ def download(publisher: str, name: str, version: str) -> Any:
     filename = f"{publisher}-{name}-{version}.gear"
     headers = {"X-Gears-Sha256": row.sha256}
     try:
-        if current_app.config.get("DOWNLOAD_REDIRECT", True):
+        if as_bool(current_app.config["DOWNLOAD_REDIRECT"]):
             url = store.presigned_url(row.sha256, expires=300, filename=filename)
             if url:
                 resp = redirect(url, code=302)

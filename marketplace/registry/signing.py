@@ -150,7 +150,7 @@ class KeyRing:
 
 def key_dir(app: Flask | None = None) -> Path:
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    return Path(app.config.get("SIGNING_KEY_DIR") or Path(app.config["INSTANCE_PATH"]) / KEY_DIR)
+    return Path(app.config["SIGNING_KEY_DIR"] or Path(app.config["INSTANCE_PATH"]) / KEY_DIR)
 
 
 def keyring(app: Flask | None = None) -> KeyRing:

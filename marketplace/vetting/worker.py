@@ -24,26 +24,22 @@ from sqlalchemy.orm import Session
 from marketplace.models import GearVersion
 from marketplace.settings import as_bool
 from marketplace.vetting.context import SandboxOptions
-from marketplace.vetting.jobs import MAX_ATTEMPTS, STALE_AFTER, Approver, claim, run_claim
-from marketplace.vetting.runner import DEFAULT_BUDGET
+from marketplace.vetting.jobs import MAX_ATTEMPTS, Approver, claim, run_claim
 
 log = logging.getLogger(__name__)
 
-def setting(app: Flask, name: str, default: Any = None) -> Any:
+def setting(app: Flask, name: str) -> Any:
     """``app.config[name]``: the settings table (:mod:`marketplace.settings`) put the
-    environment's value, or the default, there; ``default`` is for apps built without it."""
-    return app.config.get(name, default)
+    environment's value, or the default, there."""
+    return app.config[name]
 
 
-def flag(app: Flask, name: str, default: bool) -> bool:
-    value = setting(app, name, None)
-    if value is None:
-        return default
-    return as_bool(value)
+def flag(app: Flask, name: str) -> bool:
+    return as_bool(setting(app, name))
 
 
 def sandbox_options(app: Flask) -> SandboxOptions:
-    return SandboxOptions(enabled=flag(app, "VETTING_SANDBOX", True),
+    return SandboxOptions(enabled=flag(app, "VETTING_SANDBOX"),
                           level=setting(app, "VETTING_SANDBOX_LEVEL") or None,
                           min_level=setting(app, "VETTING_SANDBOX_MIN_LEVEL") or None)
 
@@ -51,9 +47,9 @@ def sandbox_options(app: Flask) -> SandboxOptions:
 def job_budget(app: Flask) -> float | None:
     """Seconds one job may run (``VETTING_JOB_SECONDS``), in its own process; ``None``
     only when ``VETTING_ISOLATE`` is off (tests that replace a check in this process)."""
-    if not flag(app, "VETTING_ISOLATE", True):
+    if not flag(app, "VETTING_ISOLATE"):
         return None
-    return float(setting(app, "VETTING_JOB_SECONDS", DEFAULT_BUDGET))
+    return float(setting(app, "VETTING_JOB_SECONDS"))
 
 
 def make_approver(app: Flask) -> Approver:
@@ -78,7 +74,7 @@ def process_one(app: Flask, worker: str | None = None) -> bool:
 
     session = database(app).sessionmaker()
     try:
-        stale = float(setting(app, "VETTING_STALE_SECONDS", STALE_AFTER.total_seconds()))
+        stale = float(setting(app, "VETTING_STALE_SECONDS"))
         from datetime import timedelta
 
         got = claim(session, worker, stale_after=timedelta(seconds=stale),

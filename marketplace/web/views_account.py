@@ -17,19 +17,15 @@ MAX_EMAIL = 254
 MAX_PASSWORD = 1024
 
 
-#: Failed sign-ins allowed per account, from any address, within the limiter's window;
-#: ``LOGIN_ACCOUNT_FAILURE_LIMIT`` overrides it. Never per address alone: people behind
-#: one NAT or proxy must not lock each other out.
-MAX_FAILURES_PER_ACCOUNT = 20
-
-
 def _limit_key(email: str) -> str:
     return f"{request.remote_addr or '?'}|{email}"
 
 
 def account_failures() -> Limiter:
-    """Failed sign-ins per account, whatever the address, shared by every process."""
-    limit = int(current_app.config.get("LOGIN_ACCOUNT_FAILURE_LIMIT", MAX_FAILURES_PER_ACCOUNT))
+    """Failed sign-ins per account (``LOGIN_ACCOUNT_FAILURE_LIMIT``), whatever the address,
+    shared by every process. Never per address alone: people behind one NAT or proxy must
+    not lock each other out."""
+    limit = int(current_app.config["LOGIN_ACCOUNT_FAILURE_LIMIT"])
     return failure_limiter("gears_login_account_failures", limit, WINDOW_SECONDS)
 
 

@@ -25,7 +25,7 @@ bp = Blueprint("web_workspace", __name__)
 
 
 def base_url() -> str:
-    return (current_app.config.get("BASE_URL") or request.host_url).rstrip("/")
+    return (current_app.config["BASE_URL"] or request.host_url).rstrip("/")
 
 
 def workspace_or_404(name: str) -> Workspace:

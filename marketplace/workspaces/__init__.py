@@ -87,7 +87,7 @@ def init_app(app: Flask) -> None:
     # Installation ids are 32 hex digits: "/installations/plan" and other words are never
     # routed as one (a PATCH or DELETE there is 405, not "no installation 'plan'").
     app.url_map.converters["installation_id"] = InstallationIdConverter
-    fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
+    fallbacks = app.config["SECRET_KEY_FALLBACKS"]
     secrets.attach(database(app).sessionmaker,
                    SecretBox(app.config["SECRET_KEY"], list(fallbacks)))
     app.register_blueprint(bp)

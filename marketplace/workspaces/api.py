@@ -29,7 +29,7 @@ _PATCH_FIELDS = {"version", "config", "enabled", "consent", "reason"}
 
 
 def _base_url() -> str:
-    return (current_app.config.get("BASE_URL") or request.host_url).rstrip("/")
+    return (current_app.config["BASE_URL"] or request.host_url).rstrip("/")
 
 
 def _workspace(name: str) -> tuple[Workspace, User]:

@@ -172,3 +172,31 @@ def test_no_module_outside_the_settings_table_reads_gears_variables(repo_root):
 
 def test_repo_root_fixture_is_the_checkout(repo_root):
     assert Path(repo_root, "marketplace", "settings.py").is_file()
+
+
+def config_get_with_default(source: str) -> list[int]:
+    """Lines of ``source`` that read a table setting as ``*.config.get(NAME, default)``
+    (a second default beside the table's, which the two can disagree on)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and _dotted(node.func).endswith("config.get")
+                and node.args and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in BY_NAME):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_code_reads_table_settings_without_a_default_of_its_own(repo_root):
+    offenders = []
+    for path in sorted((repo_root / "marketplace").rglob("*.py")):
+        rel = path.relative_to(repo_root).as_posix()
+        offenders += [f"{rel}:{n}" for n in config_get_with_default(path.read_text())]
+    assert offenders == [], "use app.config[NAME]: " + ", ".join(offenders)
+
+
+def test_vetting_constants_agree_with_the_table():
+    from marketplace.vetting.jobs import STALE_AFTER
+    from marketplace.vetting.runner import DEFAULT_BUDGET
+
+    assert BY_NAME["VETTING_JOB_SECONDS"].default == DEFAULT_BUDGET
+    assert BY_NAME["VETTING_STALE_SECONDS"].default == STALE_AFTER.total_seconds()
