@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gears_sdk.errors import GearsError, HookError
 from gears_sdk.gear_dir import check_gear_dir
-from gears_sdk.hookspecs import get_plugin_manager
+from gears_sdk.hookspecs import HOOKS, get_plugin_manager
 from gears_sdk.manifest import Manifest, json_path
 from gears_sdk.permissions import (
     filter_event,
@@ -127,9 +127,16 @@ class LoadedGear:
         return filter_profile(profile if profile is not None else make_profile(),
                               perms.profile.read, perms.events.read)
 
-    def _normalize(self, hook: str, cls: Any, value: Any) -> Any:
+    def _normalize(self, hook: str, value: Any) -> Any:
+        """``value`` typed as :data:`~gears_sdk.hookspecs.HOOKS` says ``hook`` returns."""
+        spec = HOOKS[hook]
+        cls: Any = spec.result
         try:
-            return cls.from_value(value)
+            if not spec.many:
+                return cls.from_value(value)
+            if not isinstance(value, list):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return [cls.from_value(v) for v in value]
         except TypeError as exc:
             raise HookError(f"{hook} returned an invalid {cls.__name__}: {exc}",
                             code="invalid_result") from None
@@ -143,7 +150,7 @@ class LoadedGear:
         event = filter_event(event, self.manifest.permissions.events.read)
         raw = self.call("gear_on_event", event=event, profile=self._profile(profile),
                         config=config, ctx=ctx)
-        patch: ProfilePatch | None = self._normalize("gear_on_event", ProfilePatch, raw)
+        patch: ProfilePatch | None = self._normalize("gear_on_event", raw)
         if patch is not None:
             write = self.manifest.permissions.profile.write
             bad = patch_violations(patch.paths(), write)
@@ -166,7 +173,8 @@ class LoadedGear:
                         config=config, ctx=ctx)
         if raw is None:
             return None
-        return [self._normalize("gear_score_items", ItemScore, s) for s in raw]
+        result: list[ItemScore] = self._normalize("gear_score_items", raw)
+        return result
 
     # -- template ---------------------------------------------------------
 
@@ -180,7 +188,7 @@ class LoadedGear:
             content["items"] = filter_items(content["items"], self.manifest.permissions.catalog.read)
         raw = self.call("gear_render", profile=self._profile(profile), content=content,
                         config=config, ctx=ctx)
-        result: RenderResult | None = self._normalize("gear_render", RenderResult, raw)
+        result: RenderResult | None = self._normalize("gear_render", raw)
         return result
 
     # -- connector --------------------------------------------------------
@@ -189,14 +197,15 @@ class LoadedGear:
               ctx: FakeContext | None = None) -> CheckResult:
         """Call ``gear_check``; ``None`` counts as success."""
         raw = self.call("gear_check", config=config, ctx=ctx)
-        result: CheckResult | None = self._normalize("gear_check", CheckResult, raw)
+        result: CheckResult | None = self._normalize("gear_check", raw)
         return result if result is not None else CheckResult(ok=True)
 
     def streams(self, config: dict[str, Any] | None = None,
                 ctx: FakeContext | None = None) -> list[StreamInfo]:
         """Call ``gear_streams``."""
         raw = self.call("gear_streams", config=config, ctx=ctx) or []
-        return [self._normalize("gear_streams", StreamInfo, s) for s in raw]
+        streams: list[StreamInfo] = self._normalize("gear_streams", raw)
+        return streams
 
     def read(self, stream: str, cursor: Any = None, config: dict[str, Any] | None = None,
              ctx: FakeContext | None = None, *, kind: str | None = None) -> RecordBatch:
@@ -207,7 +216,7 @@ class LoadedGear:
         manifest does not declare raise :class:`HookError` ``record_refused``.
         """
         raw = self.call("gear_read", stream=stream, cursor=cursor, config=config, ctx=ctx)
-        batch: RecordBatch | None = self._normalize("gear_read", RecordBatch, raw)
+        batch: RecordBatch | None = self._normalize("gear_read", raw)
         if batch is None:
             return RecordBatch(cursor=cursor)
         if kind is None:
@@ -230,7 +239,7 @@ class LoadedGear:
               ctx: FakeContext | None = None) -> WriteResult:
         """Call ``gear_write``; ``None`` means every record was written."""
         raw = self.call("gear_write", stream=stream, records=records, config=config, ctx=ctx)
-        result: WriteResult | None = self._normalize("gear_write", WriteResult, raw)
+        result: WriteResult | None = self._normalize("gear_write", raw)
         return result if result is not None else WriteResult(written=len(records))
 
     # -- lifecycle --------------------------------------------------------

@@ -3,6 +3,8 @@ entry and documentation, and what other modules list about hooks is derived from
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import re
 from pathlib import Path
@@ -140,3 +142,48 @@ def _subschemas(node: Any) -> list[dict[str, Any]]:
         for v in node:
             out += _subschemas(v)
     return out
+
+
+@functools.cache
+def _test_names() -> frozenset[str]:
+    names: set[str] = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        tree = ast.parse(path.read_text("utf-8"), str(path))
+        names |= {n.name for n in ast.walk(tree)
+                  if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    return frozenset(names)
+
+
+@pytest.mark.parametrize("name", sorted(HOOKS))
+def test_every_hook_has_a_test_of_its_own(name):
+    """A hook ships with a test named ``test_hook_<hook>`` (tests/sdk/test_hooks.py)."""
+    assert any(t == f"test_hook_{name}" or t.startswith(f"test_hook_{name}_")
+               for t in _test_names()), f"no test_hook_{name} under tests/"
+
+
+@pytest.mark.parametrize("name", sorted(HOOKS))
+def test_the_sdk_harness_calls_every_hook(name):
+    """gears_sdk.testing.LoadedGear has a method per hook, named after it."""
+    from gears_sdk.testing import LoadedGear
+
+    method = getattr(LoadedGear, name.removeprefix("gear_"), None)
+    assert callable(method) and name in (method.__doc__ or "")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vetting_runs_every_hook_with_its_spec_arguments(kind):
+    """The dynamic vetting run calls every hook a gear of ``kind`` may declare, with exactly
+    the spec's arguments (the runtime supplies config and ctx)."""
+    from marketplace.vetting.inputs import calls_for
+
+    hooks = sorted(hookspecs.KIND_HOOKS[kind])
+    manifest = SimpleNamespace(hooks=hooks, permissions=_NO_PERMISSIONS)
+    calls = calls_for(manifest, ["contacts"])  # type: ignore[arg-type]
+    assert {hook for hook, _ in calls} == set(hooks)
+    for hook, kwargs in calls:
+        assert set(kwargs) == set(hookspecs.spec_arguments(hook)) - {"config", "ctx"}
+
+
+_NO_PERMISSIONS = SimpleNamespace(
+    profile=SimpleNamespace(read=[], write=[]), events=SimpleNamespace(read=[], write=[]),
+    catalog=SimpleNamespace(read=[], write=[]))
