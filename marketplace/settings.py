@@ -217,6 +217,16 @@ SETTINGS: tuple[Setting, ...] = (
        "never grant it.", "—"),
 )
 
+def runtime_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The runtime's settings from ``config`` (an ``app.config``), as keyword arguments of
+    :class:`~marketplace.runtime.runtime.Runtime`: the runtime reads no environment."""
+    hosts = config["HTTP_ALLOW_PRIVATE_HOSTS"]
+    hosts = names(hosts) if isinstance(hosts, str) else hosts  # a config file's text
+    return {"min_level": config["SANDBOX_MIN_LEVEL"] or None,
+            "allow_private_hosts": frozenset(h.lower() for h in hosts),
+            "uid_base": int(config["SANDBOX_UID_BASE"])}
+
+
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 

@@ -22,7 +22,7 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from marketplace.runtime.killswitch import KillListPoller
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
 from marketplace.runtime.signatures import SignedManifest, verified_load
 from marketplace.runtime.turns import Turns
+from marketplace.settings import runtime_options
 from marketplace.workspaces.models import Installation as InstallationRow
 from marketplace.workspaces.models import InstallationStatus
 from marketplace.workspaces.secrets import installation_secrets
@@ -78,12 +79,13 @@ def breaker_callback(installation: str, reason: str) -> None:
     _dispatch_disable(installation, reason)
 
 
-def process_runtime() -> Runtime:
-    """The process's runtime, created on first use and closed when the process exits."""
+def process_runtime(config: Mapping[str, Any]) -> Runtime:
+    """The process's runtime, created on first use (with the runtime settings of
+    ``config``, the first app's) and closed when the process exits."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = Runtime(on_disable=_dispatch_disable)
+            _runtime = Runtime(on_disable=_dispatch_disable, **runtime_options(config))
             atexit.register(_runtime.close)
         return _runtime
 
@@ -177,7 +179,7 @@ class EngineManager:
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = process_runtime()
+            self._runtime = process_runtime(self.app.config)
             self.start_killswitch()
         return self._runtime
 

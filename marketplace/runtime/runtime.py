@@ -54,12 +54,13 @@ from marketplace.runtime.sandbox import (
 from marketplace.runtime.services import Services
 from marketplace.runtime.staging import Stage
 from marketplace.runtime.worker import MAX_WAITERS, Worker
-from marketplace.settings import from_environ
+from marketplace.settings import BY_NAME
 
 log = logging.getLogger(__name__)
 
-#: Workers run under uids from this range (one per installation) when the engine is root.
-UID_BASE: int = from_environ("SANDBOX_UID_BASE")
+#: Workers run under uids from this range (one per installation) when the engine is root;
+#: the engine passes ``SANDBOX_UID_BASE`` in, this is the table's default.
+UID_BASE: int = BY_NAME["SANDBOX_UID_BASE"].default
 UID_COUNT = 65536
 
 #: A batch's calls together may last at most this long (each still has its own
@@ -104,7 +105,8 @@ class Runtime:
                  allow_private_hosts: frozenset[str] | None = None,
                  report: SandboxReport | None = None, cgroups: CgroupHost | None = None,
                  data_quota: DataQuota | None = None, max_waiters: int = MAX_WAITERS,
-                 services_factory: Callable[[Installation], Services] | None = None):
+                 services_factory: Callable[[Installation], Services] | None = None,
+                 uid_base: int = UID_BASE):
         self.report = report or probe_sandbox_level()
         #: where each worker's control group is made (v2, v1, or none: rlimits only)
         self.cgroups = cgroups or probe_cgroups()
@@ -120,6 +122,8 @@ class Runtime:
         self.limits = limits or ResourceLimits()
         self.allow_private_hosts = (allowed_private_hosts_from_env()
                                     if allow_private_hosts is None else allow_private_hosts)
+        #: the first of the uids workers run as when the engine is root
+        self.uid_base = uid_base
         self._own_root = root_dir is None
         self.root_dir = Path(root_dir or tempfile.mkdtemp(prefix="gears-runtime-"))
         self.root_dir.mkdir(parents=True, exist_ok=True)
@@ -144,10 +148,11 @@ class Runtime:
             return None
         if installation not in self._uids:
             digest = int.from_bytes(hashlib.sha256(installation.encode()).digest()[:8], "big")
-            uid = UID_BASE + digest % UID_COUNT
+            base = self.uid_base
+            uid = base + digest % UID_COUNT
             taken = set(self._uids.values())
             while uid in taken or _host_account(uid):
-                uid = UID_BASE + (uid - UID_BASE + 1) % UID_COUNT
+                uid = base + (uid - base + 1) % UID_COUNT
             self._uids[installation] = uid
         return self._uids[installation]
 

@@ -200,3 +200,22 @@ def test_vetting_constants_agree_with_the_table():
 
     assert BY_NAME["VETTING_JOB_SECONDS"].default == DEFAULT_BUDGET
     assert BY_NAME["VETTING_STALE_SECONDS"].default == STALE_AFTER.total_seconds()
+
+
+def test_the_engine_hands_the_runtime_its_settings(tmp_path):
+    from marketplace.runtime import Runtime
+    from marketplace.settings import runtime_options
+
+    config = load_settings(environ={"GEARS_SANDBOX_UID_BASE": "2000000000",
+                                    "GEARS_HTTP_ALLOW_PRIVATE_HOSTS": "Db.Internal, 10.0.0.7",
+                                    "GEARS_SANDBOX_MIN_LEVEL": "dev-unsafe",
+                                    "GEARS_SECRET_KEY": "k"}, cwd=tmp_path)
+    options = runtime_options(config)
+    assert options == {"min_level": "dev-unsafe", "uid_base": 2_000_000_000,
+                       "allow_private_hosts": frozenset({"db.internal", "10.0.0.7"})}
+    runtime = Runtime(**options)
+    try:
+        assert (runtime.uid_base, runtime.min_level) == (2_000_000_000, "dev-unsafe")
+        assert runtime.allow_private_hosts == options["allow_private_hosts"]
+    finally:
+        runtime.close()
