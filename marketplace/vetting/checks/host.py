@@ -13,8 +13,9 @@ which resolves names through the file's imports before calling these.
 from __future__ import annotations
 
 import ast
-import re
 from typing import Any
+
+from gears_sdk import patterns
 
 #: The environment mapping, however it is reached.
 ENVIRON = frozenset({"os.environ", "os.environb", "posix.environ", "nt.environ"})
@@ -26,10 +27,10 @@ ENV_DUMPERS = frozenset(f"{e}.{m}" for e in ENVIRON
                         for m in ("copy", "items", "keys", "values", "__iter__"))
 #: Variable names that hold secrets: the registry's own settings, cloud and database
 #: credentials, anything named like a key, token or password.
-SECRET_ENV = re.compile(r"^GEARS_|SECRET|PASSW|TOKEN|KEY|CREDENTIAL|AUTH|DATABASE_URL|"
-                        r"^AWS_|^PG|_DSN$|COOKIE|SESSION", re.I)
+SECRET_ENV = patterns.compile(r"(?i)^GEARS_|SECRET|PASSW|TOKEN|KEY|CREDENTIAL|AUTH|"
+                              r"DATABASE_URL|^AWS_|^PG|_DSN$|COOKIE|SESSION")
 #: Places on a host a gear has no business naming at all.
-SENSITIVE_PATH = re.compile(r"^(/etc/|/proc/|/sys/|/root(/|$)|/dev/|/run/|/var/run/|/var/lib/|"
+SENSITIVE_PATH = patterns.compile(r"^(/etc/|/proc/|/sys/|/root(/|$)|/dev/|/run/|/var/run/|/var/lib/|"
                             r"/boot/|~/?\.(ssh|aws|config|gnupg|docker|kube)|/\.dockerenv$)")
 
 
