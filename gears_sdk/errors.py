@@ -39,8 +39,18 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> ProblemDetail:
         return {"path": self.path, "message": self.message, "code": self.code}
+
+
+#: A :class:`Problem` on the wire (an API error's ``details``, a form's errors):
+#: ``{"path", "message", "code"}``. The one spelling of that shape.
+ProblemDetail = dict[str, str]
+
+
+def problem(path: str, message: str, code: str = "invalid") -> ProblemDetail:
+    """The wire form of ``Problem(path, message, code)``."""
+    return Problem(path, message, code).to_dict()
 
 
 class ManifestError(GearsError):

@@ -22,12 +22,12 @@ from typing import Any
 
 import jsonschema
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from gears_sdk.errors import ManifestError, Problem
 from gears_sdk.hookspecs import kind_problems
 from gears_sdk.patterns import LinearValidator, PatternError
 from gears_sdk.patterns import compile as compile_pattern
+from gears_sdk.schema_errors import TYPE_NAMES, json_path, schema_problems, sentence, short
 from gears_sdk.versions import Range, RangeError, Version, parse_range, parse_version
 
 MANIFEST_NAME = "gear.json"
@@ -167,30 +167,6 @@ def secret_fields(config_schema: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def json_path(parts: Any) -> str:
-    """``["permissions", "network", 0]`` → ``$.permissions.network[0]``."""
-    out = "$"
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif isinstance(p, str) and p.isidentifier():
-            out += f".{p}"
-        else:
-            out += f"[{json.dumps(p)}]"
-    return out
-
-
-_TYPE_NAMES = {
-    "string": "a string",
-    "integer": "a whole number",
-    "number": "a number",
-    "object": "an object",
-    "array": "a list",
-    "boolean": "true or false",
-    "null": "null",
-}
-
-
 def _type_of(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -205,50 +181,6 @@ def _type_of(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return "null"
-
-
-def _sentence(err: ValidationError) -> str:
-    """A human sentence for one JSON Schema error."""
-    v, inst, schema = err.validator, err.instance, err.schema
-    if v == "required":
-        missing = err.message.split("'")[1] if "'" in err.message else err.message
-        return f"the required field '{missing}' is missing"
-    if v == "additionalProperties":
-        extra = sorted(set(inst) - set(schema.get("properties", {})))
-        return "unknown field" + ("s " if len(extra) > 1 else " ") + ", ".join(
-            repr(e) for e in extra
-        )
-    if v == "type":
-        want = schema["type"]
-        want_s = " or ".join(_TYPE_NAMES.get(t, t) for t in ([want] if isinstance(want, str) else want))
-        return f"must be {want_s}, not {_TYPE_NAMES[_type_of(inst)]}"
-    if v == "enum":
-        return f"{_short(inst)} is not allowed; use one of " + ", ".join(
-            repr(o) for o in schema["enum"]
-        )
-    if v == "pattern":
-        desc = schema.get("description")
-        return f"{_short(inst)} is not valid" + (f": expected {desc}" if desc else "")
-    if v in ("minLength", "maxLength"):
-        n = schema[v]
-        if v == "minLength":
-            return "must not be empty" if n == 1 else f"must be at least {n} characters"
-        return f"is too long ({len(inst)} characters; at most {n})"
-    if v in ("minItems", "maxItems"):
-        n = schema[v]
-        return f"must have at least {n} item(s)" if v == "minItems" else f"may have at most {n} items"
-    if v in ("minimum", "maximum"):
-        return f"{inst} is too {'small' if v == 'minimum' else 'large'} (the {v} is {schema[v]})"
-    if v == "uniqueItems":
-        return "has duplicate items"
-    if v == "maxProperties":
-        return f"may have at most {schema[v]} entries"
-    return err.message
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=True)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -270,16 +202,11 @@ def _depth(value: Any, limit: int) -> int:
 def validate_manifest(data: Any) -> list[Problem]:
     """Every problem with a manifest document (already parsed from JSON)."""
     if not isinstance(data, dict):
-        return [Problem("$", f"the manifest must be a JSON object, not {_TYPE_NAMES[_type_of(data)]}")]
+        return [Problem("$", f"the manifest must be a JSON object, not {TYPE_NAMES[_type_of(data)]}")]
     if _depth(data, MAX_MANIFEST_DEPTH) > MAX_MANIFEST_DEPTH:
         return [Problem("$", f"the manifest is nested more than {MAX_MANIFEST_DEPTH} levels deep")]
-    problems: list[Problem] = []
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    bad_paths = set()
-    for err in errors:
-        path = json_path(err.absolute_path)
-        bad_paths.add(path)
-        problems.append(Problem(path, _sentence(err), code=f"schema.{err.validator}"))
+    problems = schema_problems(_validator(), data)
+    bad_paths = {p.path for p in problems}
 
     def add(path: str, message: str, code: str) -> None:
         if path not in bad_paths:
@@ -290,7 +217,7 @@ def validate_manifest(data: Any) -> list[Problem]:
         try:
             parse_version(version)
         except RangeError:
-            add("$.version", f"{_short(version)} is not a strict semantic version "
+            add("$.version", f"{short(version)} is not a strict semantic version "
                 "(MAJOR.MINOR.PATCH, e.g. 1.2.0)", "version")
     for path, text in _ranges(data):
         try:
@@ -361,7 +288,7 @@ def _config_schema_problems(cs: dict[str, Any]) -> list[Problem]:
             errs = list(LinearValidator(prop).iter_errors(prop["default"]))
             if errs:
                 problems.append(Problem(json_path(["config_schema", "properties", key, "default"]),
-                                        f"the default does not fit its own schema: {errs[0].message}",
+                                        f"the default does not fit its own schema: {sentence(errs[0])}",
                                         "config_schema"))
     return problems
 

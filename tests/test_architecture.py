@@ -121,3 +121,31 @@ def test_the_check_sees_function_imports_and_skips_type_only_ones() -> None:
     modules = {"marketplace.web.views": Path("x")}
     found = [t for t, _ in imports_in(source, "marketplace.engine.x", False, modules)]
     assert found == ["typing", "marketplace.web.views"]
+
+
+def _defined_names(path: Path) -> Iterator[str]:
+    """Module-level names, and every function or class at any depth."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            yield node.name
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            yield from (t.id for t in node.targets if isinstance(t, ast.Name))
+
+
+def test_the_problem_shape_and_the_schema_sentences_are_defined_once() -> None:
+    owners = {
+        "Problem": {"gears_sdk.errors"},
+        "ProblemDetail": {"gears_sdk.errors"},
+        "problem": {"gears_sdk.errors"},
+        "_problem": set(),
+        "sentence": {"gears_sdk.schema_errors"},
+        "_sentence": set(),
+    }
+    found: dict[str, set[str]] = {name: set() for name in owners}
+    for name, path in all_modules().items():
+        for defined in _defined_names(path):
+            if defined in found:
+                found[defined].add(name)
+    assert found == owners

@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from gears_sdk.errors import GearsError, HookError
 from gears_sdk.gear_dir import check_gear_dir
 from gears_sdk.hookspecs import HOOKS, get_plugin_manager
-from gears_sdk.manifest import Manifest, json_path
+from gears_sdk.manifest import Manifest
 from gears_sdk.permissions import (
     filter_event,
     filter_items,
@@ -33,6 +33,7 @@ from gears_sdk.permissions import (
     patch_violations,
     record_refusals,
 )
+from gears_sdk.schema_errors import schema_problems
 from gears_sdk.testing.fakes import FakeContext, _json_copy
 from gears_sdk.types import (
     CheckResult,
@@ -88,9 +89,9 @@ class LoadedGear:
         merged = {**config_defaults(self.manifest), **(config or {})}
         validator = Draft202012Validator(self.manifest.config_schema,
                                          format_checker=FormatChecker())
-        errors = sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.path)))
-        if errors:
-            lines = "\n".join(f"  - {json_path(e.absolute_path)}: {e.message}" for e in errors)
+        problems = schema_problems(validator, merged, secret=self.manifest.secret_fields())
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in problems)
             raise GearsError(f"the config does not fit the gear's config_schema:\n{lines}",
                              code="invalid_config")
         return merged

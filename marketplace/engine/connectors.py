@@ -44,7 +44,7 @@ from marketplace.engine.models import (
 )
 from marketplace.engine.profiles import PatchError, check_profile
 from marketplace.engine.upserts import ensure_rows
-from marketplace.engine.validation import ITEM_FIELDS, Problem, check_event, check_item, problem
+from marketplace.engine.validation import ITEM_FIELDS, ProblemDetail, check_event, check_item, problem
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.runtime import GearFailure
@@ -104,7 +104,7 @@ def check(engine: EngineManager, session: Session, workspace: Workspace,
 
 
 def _apply_profiles(session: Session, workspace_id: int, records: list[tuple[int, Any]],
-                    problems: list[Problem]) -> int:
+                    problems: list[ProblemDetail]) -> int:
     good: dict[str, dict[str, Any]] = {}
     for i, rec in records:
         path = f"$.records[{i}]"
@@ -200,7 +200,7 @@ PROFILE_FIELDS = frozenset({"user_id", "attributes", "traits"})
 
 
 def permitted(permissions: Permissions, kind: str, records: list[Any],
-              problems: list[Problem]) -> list[tuple[int, Any]]:
+              problems: list[ProblemDetail]) -> list[tuple[int, Any]]:
     """``(index, record)`` of the records the connector's manifest lets it write.
 
     A record writing anything undeclared is refused whole, never half-applied:
@@ -227,7 +227,7 @@ def _fitted(kind: str, records: list[Any]) -> list[Any]:
 
 
 def _apply(engine: EngineManager, session: Session, workspace: Workspace, inst: InstalledGear,
-           kind: str, records: list[Any], problems: list[Problem]) -> tuple[int, int]:
+           kind: str, records: list[Any], problems: list[ProblemDetail]) -> tuple[int, int]:
     """Apply one page's records: ``(applied, refused)``."""
     records = _fitted(kind, records)
     allowed = permitted(inst.permissions, kind, records, problems)
@@ -309,7 +309,7 @@ def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
         if batch is None:
             return
         assert isinstance(batch, RecordBatch)
-        problems: list[Problem] = []
+        problems: list[ProblemDetail] = []
         applied, refused = _apply(engine, session, workspace, inst,
                                   stream.kind, list(batch.records), problems)
         if row is None:

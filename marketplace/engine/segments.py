@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gears_sdk.errors import ProblemDetail
 from gears_sdk.permissions import EVENT_TYPES
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "contains", "exists")
@@ -43,7 +44,6 @@ MAX_DEPTH = 16
 MAX_NODES = 200
 MAX_WINDOW_DAYS = 3650
 
-Problem = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class EventCondition:
 
 class _Checker:
     def __init__(self) -> None:
-        self.problems: list[Problem] = []
+        self.problems: list[ProblemDetail] = []
         self.nodes = 0
 
     def add(self, path: str, message: str, code: str = "invalid_rule") -> None:
@@ -163,7 +163,7 @@ def _valid_field(field: str) -> bool:
     return len(parts) >= 2 and parts[0] in FIELD_ROOTS and all(parts)
 
 
-def validate_rule(rule: Any, path: str = "$.rule") -> list[Problem]:
+def validate_rule(rule: Any, path: str = "$.rule") -> list[ProblemDetail]:
     """Every problem in ``rule``, each ``{"path", "message", "code"}``; empty when valid."""
     checker = _Checker()
     checker.check(rule, path, 0)

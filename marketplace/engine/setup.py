@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from marketplace.db import utcnow
 from marketplace.engine.models import Campaign, Segment
 from marketplace.engine.segments import validate_rule
-from marketplace.engine.validation import Problem, check_name, invalid, problem
+from marketplace.engine.validation import ProblemDetail, check_name, invalid, problem
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, Workspace
 from marketplace.workspaces.models import Installation as InstallationRow
@@ -32,7 +32,7 @@ MAX_EXPERIENCES = 20
 MAX_PRIORITY = 1_000_000
 
 
-def _title(body: dict[str, Any], problems: list[Problem]) -> str:
+def _title(body: dict[str, Any], problems: list[ProblemDetail]) -> str:
     title = body.get("title", "")
     if not isinstance(title, str) or len(title) > 200:
         problems.append(problem("$.title", "a string of at most 200 characters"))
@@ -58,7 +58,7 @@ def get_segment(session: Session, workspace: Workspace, name: str) -> Segment:
 def put_segment(session: Session, workspace: Workspace, name: str, body: Any) -> Segment:
     """Create or replace the segment ``name``; 422 listing every problem. The caller commits."""
     body = _body(body)
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     check_name(name, "$.name", problems)
     title = _title(body, problems)
     for key in sorted(set(body) - {"name", "title", "rule"}):
@@ -131,7 +131,7 @@ def _templates(session: Session, workspace: Workspace) -> dict[str, str]:
 
 
 def _experiences(session: Session, workspace: Workspace, raw: Any,
-                 problems: list[Problem]) -> list[dict[str, Any]]:
+                 problems: list[ProblemDetail]) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_EXPERIENCES:
         problems.append(problem("$.experiences", f"a list of 1 to {MAX_EXPERIENCES} "
                                 "experiences"))
@@ -174,7 +174,7 @@ def _experiences(session: Session, workspace: Workspace, raw: Any,
     return out
 
 
-def _fallback(raw: Any, problems: list[Problem]) -> dict[str, Any]:
+def _fallback(raw: Any, problems: list[ProblemDetail]) -> dict[str, Any]:
     if not isinstance(raw, dict) or set(raw) - {"html", "data"}:
         problems.append(problem("$.fallback", "an object with 'html' (string) and/or 'data' "
                                 "(object)"))
@@ -189,7 +189,7 @@ def _fallback(raw: Any, problems: list[Problem]) -> dict[str, Any]:
 def put_campaign(session: Session, workspace: Workspace, name: str, body: Any) -> Campaign:
     """Create or replace the campaign ``name``; 422 listing every problem. The caller commits."""
     body = _body(body)
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     check_name(name, "$.name", problems)
     title = _title(body, problems)
     allowed = {"name", "title", "placement", "priority", "active", "experiences", "fallback"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gears_sdk.errors import ProblemDetail, problem
 from gears_sdk.patterns import compile as linear
 from gears_sdk.permissions import CATALOG_FIELDS, EVENT_TYPES
 from gears_sdk.values import finite_or_none
@@ -30,24 +31,19 @@ FUTURE_TOLERANCE = timedelta(days=1)
 NAME_RE = linear(r"[a-z0-9][a-z0-9_-]{0,63}")
 NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 
-Problem = dict[str, str]
 
 
-def invalid(message: str, problems: list[Problem], code: str = "invalid") -> MarketplaceError:
+def invalid(message: str, problems: list[ProblemDetail], code: str = "invalid") -> MarketplaceError:
     """422 with ``problems`` as the error's details."""
     return MarketplaceError(422, code, message, problems)
 
 
-def problem(path: str, message: str, code: str = "invalid") -> Problem:
-    return {"path": path, "message": message, "code": code}
-
-
-def check_name(value: Any, path: str, problems: list[Problem]) -> None:
+def check_name(value: Any, path: str, problems: list[ProblemDetail]) -> None:
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         problems.append(problem(path, f"a name is {NAME_RULE}"))
 
 
-def _str(value: Any, path: str, max_len: int, problems: list[Problem], *,
+def _str(value: Any, path: str, max_len: int, problems: list[ProblemDetail], *,
          required: bool = True) -> None:
     if value is None and not required:
         return
@@ -89,7 +85,7 @@ class NewEvent:
 _EVENT_KEYS = {"id", "user_id", "type", "name", "properties", "timestamp"}
 
 
-def check_event(raw: Any, path: str, problems: list[Problem], now: datetime) -> NewEvent | None:
+def check_event(raw: Any, path: str, problems: list[ProblemDetail], now: datetime) -> NewEvent | None:
     """One event, or ``None`` after appending its problems."""
     if not isinstance(raw, dict):
         problems.append(problem(path, "an event is an object"))
@@ -132,7 +128,7 @@ def check_event(raw: Any, path: str, problems: list[Problem], now: datetime) -> 
 
 def check_event_batch(body: Any) -> list[NewEvent]:
     """The events of ``{"events": [...]}``; 422 listing every problem otherwise."""
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     events = body.get("events") if isinstance(body, dict) else None
     if not isinstance(events, list) or not events:
         raise invalid("send {\"events\": [...]} with at least one event",
@@ -159,7 +155,7 @@ ITEM_FIELDS = CATALOG_FIELDS
 _ITEM_KEYS = ITEM_FIELDS
 
 
-def check_item(raw: Any, path: str, problems: list[Problem]) -> dict[str, Any] | None:
+def check_item(raw: Any, path: str, problems: list[ProblemDetail]) -> dict[str, Any] | None:
     """One catalog item as column values, or ``None`` after appending its problems."""
     if not isinstance(raw, dict):
         problems.append(problem(path, "an item is an object"))
@@ -196,7 +192,7 @@ def check_item_batch(body: Any) -> list[dict[str, Any]]:
     if len(items) > MAX_ITEMS_PER_BATCH:
         raise invalid(f"a batch holds at most {MAX_ITEMS_PER_BATCH} items; split it",
                       [problem("$.items", f"{len(items)} items", "too_many")], "batch_too_large")
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     out = [check_item(raw, f"$.items[{i}]", problems) for i, raw in enumerate(items)]
     if problems:
         raise invalid(f"the batch has {len(problems)} problem(s); nothing was stored",

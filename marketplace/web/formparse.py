@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gears_sdk.errors import ProblemDetail
 from gears_sdk.manifest import json_path
 from gears_sdk.patterns import compile as linear
 from gears_sdk.values import DEFAULT_LIMITS, ValueRejected, parse_json
@@ -29,7 +30,6 @@ from marketplace.web.forms import (
     widget_for,
 )
 
-Problem = dict[str, str]
 _UNSET = object()
 #: A JSON field of an install form: a config value, so the config's own bounds.
 FORM_LIMITS = DEFAULT_LIMITS.with_(max_bytes=64 * 1024, max_depth=16)
@@ -58,7 +58,7 @@ def _get(form: Mapping[str, Any], name: str) -> str | None:
 
 
 def _scalar(schema: Mapping[str, Any], widget: str, text: str, path: list[str | int],
-            problems: list[Problem]) -> Any:
+            problems: list[ProblemDetail]) -> Any:
     if widget in ("integer", "number"):
         try:
             return _number(text, widget == "integer")
@@ -71,7 +71,7 @@ def _scalar(schema: Mapping[str, Any], widget: str, text: str, path: list[str | 
 
 
 def _parse_value(schema: Mapping[str, Any], path: list[str | int], required: bool,
-                 form: Mapping[str, Any], problems: list[Problem]) -> Any:
+                 form: Mapping[str, Any], problems: list[ProblemDetail]) -> Any:
     """The value of one property, or ``_UNSET`` to leave it out."""
     widget = widget_for(schema)
     name = input_name(path)
@@ -122,7 +122,7 @@ def _parse_value(schema: Mapping[str, Any], path: list[str | int], required: boo
 
 
 def _parse_object(schema: Mapping[str, Any], path: list[str | int], form: Mapping[str, Any],
-                  problems: list[Problem], *, skip_blank: bool = False) -> dict[str, Any] | None:
+                  problems: list[ProblemDetail], *, skip_blank: bool = False) -> dict[str, Any] | None:
     if skip_blank:
         prefix = input_name(path) + "/"
         if not any(key.startswith(prefix) and (form.getlist(key) if hasattr(form, "getlist")
@@ -138,14 +138,14 @@ def _parse_object(schema: Mapping[str, Any], path: list[str | int], form: Mappin
 
 
 def parse_form(schema: Mapping[str, Any], form: Mapping[str, Any]
-               ) -> tuple[dict[str, Any], list[Problem]]:
+               ) -> tuple[dict[str, Any], list[ProblemDetail]]:
     """The config a form submission describes, and the values that could not be read."""
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     config = _parse_object(schema, [], form, problems) or {}
     return config, problems
 
 
-def attach_errors(fields: list[FormField], problems: list[Problem]) -> list[str]:
+def attach_errors(fields: list[FormField], problems: list[ProblemDetail]) -> list[str]:
     """Put each problem's message on its field; returns the ones that fit no field."""
     by_path = {f.json_path: f for f in all_fields(fields)}
     leftover: list[str] = []

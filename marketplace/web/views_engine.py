@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
+from gears_sdk.errors import ProblemDetail
 from gears_sdk.values import DEFAULT_LIMITS, ValueRejected
 from gears_sdk.values import parse_json as parse_checked
 from marketplace.db import get_session
@@ -41,7 +42,6 @@ COUNT_PROFILES_UP_TO = 5000
 MAX_USER_ID = 200
 RECENT_PROFILES = 12
 
-Problem = dict[str, str]
 #: What a textarea of the engine pages may hold (rules, experiences, data, context).
 FORM_LIMITS = DEFAULT_LIMITS.with_(max_bytes=256 * 1024)
 
@@ -77,7 +77,7 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
 
 
-def parse_json(text: str, path: str, problems: list[Problem], *, default: Any = None) -> Any:
+def parse_json(text: str, path: str, problems: list[ProblemDetail], *, default: Any = None) -> Any:
     """The JSON in a textarea under the one input contract (``gears_sdk.values``), or a
     problem at ``path`` saying where it stops being JSON or which value breaks it."""
     if not text.strip():
@@ -101,7 +101,7 @@ def parse_json(text: str, path: str, problems: list[Problem], *, default: Any = 
     return default
 
 
-def field_errors(problems: list[Problem], fields: dict[str, str]) -> dict[str, list[str]]:
+def field_errors(problems: list[ProblemDetail], fields: dict[str, str]) -> dict[str, list[str]]:
     """Problems grouped by form field: ``fields`` maps a JSON path prefix to a field name.
 
     The longest matching prefix wins; a problem below the field's own path keeps its
@@ -203,7 +203,7 @@ def _save_segment(workspace: Workspace, name: str, new: bool) -> Any:
     session = get_session()
     title = request.form.get("title", "").strip()
     rule_text = request.form.get("rule", "")
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     rule = parse_json(rule_text, "$.rule", problems)
     if rule is None and not problems:
         problems.append({"path": "$.rule", "message": "a segment needs a rule",
@@ -331,7 +331,7 @@ def _save_campaign(workspace: Workspace, name: str, new: bool) -> Any:
              "fallback_html": form.get("fallback_html", ""),
              "fallback_data": form.get("fallback_data", "")}
     values: dict[str, Any] = {**texts, "active": bool(form.get("active"))}
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     try:
         priority = int(texts["priority"] or "0")
     except ValueError:
@@ -427,7 +427,7 @@ def preview(ws: str) -> Any:
     errors: dict[str, list[str]] = {}
     result = None
     if request.method == "POST":
-        problems: list[Problem] = []
+        problems: list[ProblemDetail] = []
         if not values["user_id"] or len(values["user_id"]) > MAX_USER_ID:
             problems.append({"path": "$.user_id", "message": "a user id of 1 to "
                              f"{MAX_USER_ID} characters", "code": "invalid"})

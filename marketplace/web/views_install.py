@@ -19,6 +19,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from gears_sdk.errors import ProblemDetail
 from gears_sdk.versions import Version
 from marketplace import workspaces as service
 from marketplace.db import get_session
@@ -39,7 +40,6 @@ from marketplace.workspaces.validation import config_schema_of, validate_config
 
 bp = Blueprint("web_install", __name__)
 
-Problem = dict[str, str]
 
 
 def _gear_or_404(publisher: str, name: str) -> Gear:
@@ -58,7 +58,7 @@ def _existing(ws: Workspace, gear: Gear) -> Any:
                  if i.gear_id == gear.id), None)
 
 
-def _config_problems(problems: list[dict[str, Any]]) -> list[Problem]:
+def _config_problems(problems: list[dict[str, Any]]) -> list[ProblemDetail]:
     """The service reports config paths under ``$.config``; the form's root is ``$``."""
     out = []
     for p in problems:
@@ -70,7 +70,7 @@ def _config_problems(problems: list[dict[str, Any]]) -> list[Problem]:
     return out
 
 
-def _merge(parse_problems: list[Problem], schema_problems: list[Problem]) -> list[Problem]:
+def _merge(parse_problems: list[ProblemDetail], schema_problems: list[ProblemDetail]) -> list[ProblemDetail]:
     """Unreadable input wins over what the schema says about its (missing) value."""
     seen = {p["path"] for p in parse_problems}
     return parse_problems + [p for p in schema_problems if p["path"] not in seen]
@@ -86,7 +86,7 @@ def install_choose(publisher: str, name: str) -> Response:
 
 
 def _render_form(ws: Workspace, gear: Gear, version: GearVersion, raw: Any,
-                 problems: list[Problem], status: int = 200) -> tuple[str, int]:
+                 problems: list[ProblemDetail], status: int = 200) -> tuple[str, int]:
     schema = config_schema_of(version.manifest)
     fields = build_form(schema, raw)
     general = attach_errors(fields, problems)
@@ -184,7 +184,7 @@ def configure(ws: str, installation_id: str) -> Response | tuple[str, int]:
     schema = config_schema_of(version.manifest)
     masked = service.masked_config(inst, version.manifest)
     stored = frozenset(k for k, v in masked.items() if isinstance(v, dict) and v.get("set"))
-    problems: list[Problem] = []
+    problems: list[ProblemDetail] = []
     raw: Any = to_raw(schema, inst.config, use_defaults=False)
     status = 200
     if request.method == "POST":

@@ -11,33 +11,22 @@ Secret values are split from the rest and never echoed back in a message.
 from __future__ import annotations
 
 import copy
-import json
 from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError
 
-from gears_sdk.manifest import json_path, secret_fields
+from gears_sdk.errors import ProblemDetail
+from gears_sdk.manifest import secret_fields
 from gears_sdk.patterns import LinearValidator
 from gears_sdk.patterns import compile as linear
+from gears_sdk.schema_errors import schema_problems
 from gears_sdk.values import DEFAULT_LIMITS, ValueRejected, check_value
 
 #: A config larger than this (as JSON) is refused: configs are settings, not data.
 MAX_CONFIG_BYTES = 64 * 1024
 #: An installation config: 64 KiB, 16 levels, finite numbers, valid Unicode.
 CONFIG_LIMITS = DEFAULT_LIMITS.with_(max_bytes=MAX_CONFIG_BYTES, max_depth=16)
-
-Problem = dict[str, str]
-
-_TYPES = {"string": "text", "integer": "a whole number", "number": "a number",
-          "object": "an object", "array": "a list", "boolean": "true or false",
-          "null": "empty"}
-
-_FORMATS = {"email": "an email address", "uri": "a URL (https://…)", "date": "a date (YYYY-MM-DD)",
-            "date-time": "a date and time (RFC 3339)", "hostname": "a host name",
-            "ipv4": "an IPv4 address", "ipv6": "an IPv6 address", "uuid": "a UUID",
-            "time": "a time (HH:MM:SS)", "regex": "a regular expression"}
 
 
 # RE2 (linear time, ``$`` only at the very end: "https://x\n" is not a URL).
@@ -95,67 +84,8 @@ def _has_nested_defaults(prop: dict[str, Any]) -> bool:
                for p in props.values())
 
 
-def _sentence(err: ValidationError, secret: bool) -> str:
-    """A sentence for someone filling in a form; never quotes a secret's value."""
-    v, schema = err.validator, err.schema
-    inst = "the value" if secret else _short(err.instance)
-    if v == "required":
-        return "this field is required"
-    if v == "type":
-        want = schema["type"]
-        wants = [want] if isinstance(want, str) else list(want)
-        return "must be " + " or ".join(_TYPES.get(t, t) for t in wants)
-    if v == "enum":
-        return f"{inst} is not one of the choices: " + ", ".join(_short(o) for o in schema["enum"])
-    if v == "const":
-        return f"must be {_short(schema['const'])}"
-    if v == "format":
-        return f"must be {_FORMATS.get(schema['format'], 'in the format ' + schema['format'])}"
-    if v == "pattern":
-        if schema.get("description"):
-            return f"must be {schema['description']}"
-        return f"{inst} does not have the expected form"
-    if v == "minLength":
-        n = schema[v]
-        return "must not be empty" if n == 1 else f"must be at least {n} characters long"
-    if v == "maxLength":
-        return f"must be at most {schema[v]} characters long"
-    if v in ("minimum", "exclusiveMinimum"):
-        return f"must be {'at least' if v == 'minimum' else 'more than'} {schema[v]}"
-    if v in ("maximum", "exclusiveMaximum"):
-        return f"must be {'at most' if v == 'maximum' else 'less than'} {schema[v]}"
-    if v == "multipleOf":
-        return f"must be a multiple of {schema[v]}"
-    if v == "minItems":
-        return f"must have at least {schema[v]} item(s)"
-    if v == "maxItems":
-        return f"may have at most {schema[v]} item(s)"
-    if v == "uniqueItems":
-        return "must not repeat items"
-    if v == "additionalProperties":
-        extra = sorted(set(err.instance) - set(schema.get("properties") or {}))
-        return "unknown field" + ("s " if len(extra) != 1 else " ") + ", ".join(map(repr, extra))
-    return "is not valid" if secret else err.message
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _path(err: ValidationError) -> list[Any]:
-    parts = list(err.absolute_path)
-    if err.validator == "required":
-        # Point at the missing field itself, so a form can mark it.
-        missing = next((name for name in err.validator_value
-                        if isinstance(err.instance, dict) and name not in err.instance), None)
-        if missing is not None:
-            parts.append(missing)
-    return parts
-
-
 def validate_config(manifest: dict[str, Any], config: Any
-                    ) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
+                    ) -> tuple[dict[str, Any], dict[str, Any], list[ProblemDetail]]:
     """Check ``config`` against ``manifest``'s config schema.
 
     Returns ``(clean_config, secrets, problems)``: the config with defaults
@@ -176,15 +106,6 @@ def validate_config(manifest: dict[str, Any], config: Any
     secret_names = set(secret_fields(schema))
     full = apply_defaults(schema, config)
     validator = LinearValidator(schema, format_checker=format_checker())
-    problems: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
-    for err in sorted(validator.iter_errors(full), key=lambda e: [str(p) for p in _path(e)]):
-        parts = _path(err)
-        secret = bool(parts) and parts[0] in secret_names
-        path = json_path(parts)
-        message = _sentence(err, secret)
-        if (path, message) not in seen:
-            seen.add((path, message))
-            problems.append({"path": path, "message": message, "code": f"schema.{err.validator}"})
+    problems = [p.to_dict() for p in schema_problems(validator, full, secret=secret_names)]
     secrets = {k: full.pop(k) for k in sorted(secret_names) if k in full}
     return full, secrets, problems
