@@ -1,9 +1,10 @@
 """Generate the hook, permission and CLI references in ``docs/`` from the code itself.
 
-``python -m marketplace.docgen`` rewrites ``docs/hooks.md``, ``docs/permissions.md``
-and ``docs/cli.md``; a test fails when the committed files differ from what this
-produces, so the references cannot drift from the hookspec docstrings, the
-capability table and the click commands.
+``python -m marketplace.docgen`` rewrites ``docs/hooks.md``, ``docs/permissions.md``,
+the CLI references and the settings tables of ``docs/operations.md``; a test fails
+when the committed files differ from what this produces, so the references cannot
+drift from the hookspec docstrings, the capability table, the click commands and
+the settings table (:mod:`marketplace.settings`).
 """
 
 from __future__ import annotations

@@ -39,9 +39,12 @@ def flag(app: Flask, name: str) -> bool:
 
 
 def sandbox_options(app: Flask) -> SandboxOptions:
+    """The dynamic check's sandbox, from the app's settings: its own minimum level, else
+    the engine's (``SANDBOX_MIN_LEVEL``), else the runtime's platform default."""
     return SandboxOptions(enabled=flag(app, "VETTING_SANDBOX"),
                           level=setting(app, "VETTING_SANDBOX_LEVEL") or None,
-                          min_level=setting(app, "VETTING_SANDBOX_MIN_LEVEL") or None)
+                          min_level=(setting(app, "VETTING_SANDBOX_MIN_LEVEL")
+                                     or setting(app, "SANDBOX_MIN_LEVEL") or None))
 
 
 def job_budget(app: Flask) -> float | None:

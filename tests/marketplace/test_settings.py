@@ -219,3 +219,16 @@ def test_the_engine_hands_the_runtime_its_settings(tmp_path):
         assert runtime.allow_private_hosts == options["allow_private_hosts"]
     finally:
         runtime.close()
+
+
+def test_vetting_falls_back_to_the_engines_minimum_level(tmp_path):
+    from flask import Flask
+
+    from marketplace.vetting.worker import sandbox_options
+
+    app = Flask("t")
+    app.config.update(load_settings(environ={"GEARS_SANDBOX_MIN_LEVEL": "standard",
+                                             "GEARS_SECRET_KEY": "k"}, cwd=tmp_path))
+    assert sandbox_options(app).min_level == "standard"
+    app.config["VETTING_SANDBOX_MIN_LEVEL"] = "dev-unsafe"
+    assert sandbox_options(app).min_level == "dev-unsafe"
