@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
+from marketplace import services
 from marketplace.db import session_scope
 from marketplace.engine import models  # noqa: F401  (registers the tables)
 from marketplace.engine.manager import EngineManager, process_runtime
@@ -32,7 +33,8 @@ __all__ = ["EngineManager", "decide", "get_engine", "ingest_events", "init_app",
 def init_app(app: Flask) -> None:
     """Attach the engine manager, listen to installation changes, mount the API and pages."""
     from marketplace.engine.api import bp
-    from marketplace.engine.lifecycle import Lifecycle
+    from marketplace.engine.connectors import connection_test
+    from marketplace.engine.lifecycle import Lifecycle, installation_health
     from marketplace.engine.openapi import bp as openapi_bp
 
     manager = EngineManager(app)
@@ -40,13 +42,10 @@ def init_app(app: Flask) -> None:
     lifecycle.connect()
     app.extensions["gears_engine"] = manager
     app.extensions["gears_engine_lifecycle"] = lifecycle
+    app.extensions[services.INSTALLATION_HEALTH] = installation_health
+    app.extensions[services.CONNECTION_TESTER] = lambda row: connection_test(manager, row)
     app.register_blueprint(bp)
     app.register_blueprint(openapi_bp)
-    try:
-        from marketplace.engine.pages import init_pages
-    except ImportError:  # pragma: no cover - pages are optional for API-only builds
-        return
-    init_pages(app)
 
 
 def get_engine(app: Flask) -> EngineManager:

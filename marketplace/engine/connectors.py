@@ -100,6 +100,15 @@ def check(engine: EngineManager, session: Session, workspace: Workspace,
     return {"ok": bool(result.ok), "message": result.message, "details": result.details}
 
 
+def connection_test(engine: EngineManager, installation: Any) -> dict[str, Any]:
+    """``check`` for an installation row, as the dashboard's "Test connection" asks it."""
+    with engine.sessions() as session:
+        workspace = session.get(Workspace, installation.workspace_id)
+        if workspace is None:
+            return {"ok": False, "message": "the workspace is gone", "details": {}}
+        return check(engine, session, workspace, installation.id)
+
+
 # -- records ------------------------------------------------------------------------------
 
 

@@ -34,14 +34,13 @@ from marketplace.runtime import GearFailure
 from marketplace.workspaces import events
 from marketplace.workspaces.events import InstallationEvent
 from marketplace.workspaces.models import Installation as InstallationRow
-from marketplace.workspaces.serialize import set_health_provider
 
 log = logging.getLogger(__name__)
 
 _ENGINE_TABLES: tuple[Any, ...] = (InstallationState, ConnectorCursor, SyncSchedule, SyncRun)
 
 
-def _health(installation: str) -> dict[str, Any] | None:
+def installation_health(installation: str) -> dict[str, Any] | None:
     owner = _owners.get(installation)
     return owner.health(installation) if owner is not None else None
 
@@ -62,7 +61,6 @@ class Lifecycle:
     def connect(self) -> None:
         for signal, receiver in self._receivers.items():
             signal.connect(receiver)
-        set_health_provider(_health)
 
     def disconnect(self) -> None:
         for signal, receiver in self._receivers.items():

@@ -9,9 +9,9 @@ every unsafe request outside ``/api``), :mod:`.session` (login sessions rotated
 on sign-in, same-site ``next=`` targets only) and :mod:`.ratelimit` (failed
 sign-ins per IP and email).
 
-``connection_tester`` is the hook the engine sets to run a connector's
-``gear_check`` for an installation; until it is set, the "Test connection"
-button says that connection tests are not available rather than pretending.
+The "Test connection" button runs the connector's ``gear_check`` through the
+service the engine registers on the app (:data:`marketplace.services.CONNECTION_TESTER`);
+without an engine it says that connection tests are not available rather than pretending.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 from flask import Flask
 
+from marketplace.services import CONNECTION_TESTER, service
+
 
 @dataclass(frozen=True)
 class ConnectionResult:
@@ -31,8 +33,17 @@ class ConnectionResult:
     message: str
 
 
-#: ``connection_tester(installation) -> ConnectionResult``; set by the engine when it runs.
-connection_tester: Callable[[Any], ConnectionResult] | None = None
+def connection_tester(app: Flask) -> Callable[[Any], ConnectionResult] | None:
+    """The engine's connection test for ``app``, as a ConnectionResult, or ``None``."""
+    test = service(app, CONNECTION_TESTER)
+    if test is None:
+        return None
+
+    def run(installation: Any) -> ConnectionResult:
+        found = test(installation)
+        return ConnectionResult(bool(found.get("ok")), str(found.get("message") or "the connection works"))
+
+    return run
 
 
 def init_app(app: Flask) -> None:

@@ -116,12 +116,14 @@ def test_connection(ws: str, installation_id: str) -> Response:
     """Ask the engine to check a connector's connection, when the engine offers that."""
     workspace = workspace_or_404(ws)
     inst = installation_or_404(workspace, installation_id)
-    tester = web.connection_tester
+    tester = web.connection_tester(current_app)
     if tester is None:
         flash("Connection tests are not available yet on this marketplace.", "info")
     else:
         try:
             result = tester(inst)
+        except MarketplaceError as exc:
+            flash(f"The connection test could not run: {exc.message}", "error")
         except Exception as exc:
             current_app.logger.exception("connection test of %s failed", inst.id)
             flash(f"The connection test could not run: {exc}", "error")

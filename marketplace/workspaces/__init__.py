@@ -25,7 +25,6 @@ from marketplace.workspaces.serialize import (
     installation_json,
     masked_config,
     plan_json,
-    set_health_provider,
 )
 from marketplace.workspaces.service import (
     check_consent,
@@ -64,7 +63,6 @@ __all__ = [
     "plan_install",
     "plan_json",
     "set_enabled",
-    "set_health_provider",
     "uninstall",
     "update_config",
     "upgrade",

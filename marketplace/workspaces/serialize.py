@@ -1,20 +1,22 @@
 """Installations and install plans as the API shows them.
 
 Secret config values are never rendered: each secret field appears as
-``{"set": true|false}``. Health is not this layer's to know: the runtime
-registers a provider with :func:`set_health_provider`, and until it does
-``health`` is ``null``.
+``{"set": true|false}``. Health is not this layer's to know: the engine
+registers a provider on the app (:data:`marketplace.services.INSTALLATION_HEALTH`),
+and without one ``health`` is ``null``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
+
+from flask import current_app, has_app_context
 
 from gears_sdk.manifest import secret_fields
 from marketplace.models import GearVersion
 from marketplace.registry.queries import latest_public
+from marketplace.services import INSTALLATION_HEALTH, service
 from marketplace.workspaces.capabilities import described
 from marketplace.workspaces.models import Installation
 from marketplace.workspaces.planning import InstallPlan, is_newer
@@ -23,24 +25,14 @@ from marketplace.workspaces.validation import config_schema_of
 
 log = logging.getLogger(__name__)
 
-HealthProvider = Callable[[str], "dict[str, Any] | None"]
-
-_health_provider: HealthProvider | None = None
-
-
-def set_health_provider(provider: HealthProvider | None) -> None:
-    """Let the runtime report an installation's health (``provider(installation_id)``
-    returns a JSON-able dict or ``None``); ``None`` removes the provider."""
-    global _health_provider
-    _health_provider = provider
-
-
 def installation_health(installation_id: str) -> dict[str, Any] | None:
     """The provider's answer, or ``None``; a failing provider never breaks a listing."""
-    if _health_provider is None:
+    provider = service(current_app, INSTALLATION_HEALTH) if has_app_context() else None
+    if provider is None:
         return None
     try:
-        return _health_provider(installation_id)
+        result: dict[str, Any] | None = provider(installation_id)
+        return result
     except Exception:
         log.exception("health provider failed for installation %s", installation_id)
         return None

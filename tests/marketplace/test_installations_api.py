@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, text
 
 from marketplace.models import AuditEntry
-from marketplace.workspaces import set_health_provider
+from marketplace.services import INSTALLATION_HEALTH
 
 SCHEMA = {
     "type": "object",
@@ -146,18 +146,16 @@ def test_failed_installation_shows_why_and_can_be_re_enabled(client, api, sessio
     assert (body["status"], body["disabled_reason"]) == ("active", None)
 
 
-def test_health_comes_from_the_registered_provider(client, api):
+def test_health_comes_from_the_provider_registered_on_the_app(client, api, monkeypatch):
     api["release"]()
     h = api["h"]["member"]
     inst = client.post(URL, headers=h, json={"gear": "acme/hello", "consent": True}).json
-    set_health_provider(lambda iid: {"state": "running", "id": iid})
-    try:
-        assert client.get(f"{URL}/{inst['id']}", headers=h).json["health"] == {
-            "state": "running", "id": inst["id"]}
-        set_health_provider(lambda iid: 1 / 0)
-        assert client.get(f"{URL}/{inst['id']}", headers=h).json["health"] is None
-    finally:
-        set_health_provider(None)
+    services = client.application.extensions
+    monkeypatch.setitem(services, INSTALLATION_HEALTH, lambda iid: {"state": "running", "id": iid})
+    assert client.get(f"{URL}/{inst['id']}", headers=h).json["health"] == {
+        "state": "running", "id": inst["id"]}
+    monkeypatch.setitem(services, INSTALLATION_HEALTH, lambda iid: 1 / 0)
+    assert client.get(f"{URL}/{inst['id']}", headers=h).json["health"] is None
 
 
 def test_who_may_manage_a_workspace(client, api):

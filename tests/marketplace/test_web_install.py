@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-import marketplace.web as web
+from marketplace.services import CONNECTION_TESTER
 from tests.marketplace.web_support import (  # noqa: F401
     CONFIG_SCHEMA,
     admin,
@@ -118,7 +118,8 @@ def test_install_with_consent_then_manage(signed_in, sync, session):
 
     tested = client.post(base + "/test", data={"csrf_token": token_of(back)},
                          follow_redirects=True)
-    assert "not available yet" in tested.get_data(as_text=True)
+    # the engine's connector check ran: a disabled installation is not called
+    assert "gear_check: the installation is disabled" in tested.get_data(as_text=True)
 
     confirm = client.get(base + "/uninstall").get_data(as_text=True)
     assert "Uninstall" in confirm and "stored secrets are deleted" in confirm
@@ -129,8 +130,8 @@ def test_install_with_consent_then_manage(signed_in, sync, session):
 
 def test_connection_tester_is_pluggable(signed_in, sync, monkeypatch):
     inst = install(signed_in)
-    monkeypatch.setattr(web, "connection_tester",
-                        lambda i: web.ConnectionResult(False, "the shop refused the API key"))
+    monkeypatch.setitem(signed_in.application.extensions, CONNECTION_TESTER,
+                        lambda i: {"ok": False, "message": "the shop refused the API key"})
     page = signed_in.get("/workspaces/shop").get_data(as_text=True)
     resp = signed_in.post(f"/workspaces/shop/installations/{inst}/test",
                           data={"csrf_token": token_of(page)}, follow_redirects=True)
