@@ -15,7 +15,8 @@ from marketplace.http_input import json_body
 from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
-from marketplace.registry.queries import MAX_PER_PAGE, SearchQuery, Viewer
+from marketplace.registry.queries import MAX_PER_PAGE, SearchQuery
+from marketplace.registry.viewer import Viewer
 from marketplace.settings import as_bool
 from marketplace.storage import BlobNotFound, StorageError
 

@@ -9,38 +9,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, selectinload
 
 from gears_sdk.versions import Version
-from marketplace.models import ApiToken, Gear, GearVersion, User, VersionStatus
+from marketplace.models import Gear, GearVersion, VersionStatus
+from marketplace.registry.search import CatalogQuery, search
+from marketplace.registry.viewer import Viewer
 
 MAX_PER_PAGE = 100
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Who is asking: anonymous, a token's user, or a signed-in web user."""
-
-    user: User | None = None
-    token: ApiToken | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        from marketplace.accounts import token_allows
-
-        if self.user is None or self.user.role.value != "admin":
-            return False
-        return self.token is None or token_allows(self.token, "admin")
-
-    def manages(self, gear: Gear) -> bool:
-        """Admins and members of the gear's publisher see its unreleased versions."""
-        if self.is_admin:
-            return True
-        if self.user is None:
-            return False
-        publisher = gear.name.split("/", 1)[0]
-        if self.token is not None:
-            from marketplace.accounts import token_allows
-
-            return token_allows(self.token, f"publish:{publisher}")
-        return any(m.user_id == self.user.id for m in gear.publisher.members)
 
 
 def is_public(v: GearVersion) -> bool:
@@ -78,7 +51,6 @@ def search_gears(session: Session, query: SearchQuery, viewer: Viewer) -> tuple[
     The same full-text search as the catalog pages (most installed first when
     there is no text to rank by).
     """
-    from marketplace.registry.search import CatalogQuery, search
 
     result = search(session, CatalogQuery(
         q=query.q, kind=query.kind or "", category=query.category or "",

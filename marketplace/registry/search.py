@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, selectinload
 
 from marketplace.models import Gear, Publisher
-from marketplace.registry.queries import Viewer
+from marketplace.registry.viewer import Viewer
 
 SORTS = {"relevance": "Best match", "installs": "Most installed", "newest": "Newest",
          "name": "Name"}

@@ -28,7 +28,7 @@ from flask import Flask, current_app, g, redirect, request, session, url_for
 from marketplace.accounts.sessions import end_session, session_user, start_session
 from marketplace.db import get_session
 from marketplace.models import Role, User
-from marketplace.registry.queries import Viewer
+from marketplace.registry.viewer import Viewer
 from marketplace.web import csrf
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -37,8 +37,8 @@ def test_upgrade_is_idempotent_and_at_head(app):
 def test_search_index_follows_gear_changes(app, session, make_user, make_publisher):
     """The full-text index is kept in sync by the database itself (triggers on SQLite)."""
     from marketplace.models import Gear
-    from marketplace.registry.queries import Viewer
     from marketplace.registry.search import CatalogQuery, search
+    from marketplace.registry.viewer import Viewer
 
     admin = make_user(role="admin")
     publisher = make_publisher(name="acme")
