@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from marketplace.audit import SystemActor
+from marketplace.cli_context import get_app
 from marketplace.engine.cli import engine_group
 from marketplace.errors import MarketplaceError
 from marketplace.settings import BY_NAME, ConfigError, from_environ, parse
@@ -46,17 +47,6 @@ class MarketplaceGroup(click.Group):
             raise CLIError(f"storage: {exc.message}") from None
         except OperationalError as exc:
             raise CLIError(f"cannot use the database: {exc.orig or exc}") from None
-
-
-def get_app(ctx: click.Context) -> Flask:
-    """The app whose settings the command uses: the one passed as ``obj`` (tests), else a
-    new one built from the environment like the server's."""
-    root = ctx.find_root()
-    if not isinstance(root.obj, Flask):
-        from marketplace import create_app
-
-        root.obj = create_app()
-    return root.obj
 
 
 def _db_label(app: Flask) -> str:

@@ -6,6 +6,8 @@ import logging
 
 import click
 
+from marketplace.cli_context import get_app
+from marketplace.engine import get_engine
 from marketplace.engine.scheduler import worker_loop
 
 
@@ -21,9 +23,6 @@ def engine_group() -> None:
 @click.pass_context
 def engine_worker(ctx: click.Context, once: bool, poll_seconds: float) -> None:
     """Run scheduled connector syncs (several workers may share one database)."""
-    from marketplace.cli import get_app
-    from marketplace.engine import get_engine
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = get_app(ctx)
     try:
