@@ -13,22 +13,22 @@ from flask import Blueprint, Flask, jsonify
 
 import gears_sdk
 from gears_sdk.hookspecs import KINDS
+from marketplace.openapi_parts import (
+    BOOL,
+    DATE,
+    INT,
+    STR,
+    errors,
+    gear_params,
+    json_content,
+    nullable,
+    query_param,
+    ref,
+    state_change,
+)
+from marketplace.registry import openapi_trust as trust
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
-
-_REF = "#/components/schemas/"
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-STR, INT, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
-DATE = {"type": "string", "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -57,7 +57,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": STR, "version": STR,
             "status": {"enum": ["pending", "approved", "rejected"]},
-            "yanked": BOOL, "quarantined": BOOL, "created_at": _nullable(DATE),
+            "yanked": BOOL, "quarantined": BOOL, "created_at": nullable(DATE),
         },
     },
     "Version": {
@@ -67,8 +67,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "kind": {"enum": list(KINDS)},
             "title": STR, "summary": STR,
-            "yank_reason": _nullable(STR), "quarantine_reason": _nullable(STR),
-            "review_reason": _nullable(STR), "reviewed_at": _nullable(DATE),
+            "yank_reason": nullable(STR), "quarantine_reason": nullable(STR),
+            "review_reason": nullable(STR), "reviewed_at": nullable(DATE),
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "size": INT,
             "manifest": {"type": "object"},
@@ -84,9 +84,9 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"enum": list(KINDS)},
             "title": STR, "summary": STR,
             "categories": {"type": "array", "items": STR},
-            "latest_version": _nullable(STR),
+            "latest_version": nullable(STR),
             "install_count": INT,
-            "created_at": _nullable(DATE), "updated_at": _nullable(DATE),
+            "created_at": nullable(DATE), "updated_at": nullable(DATE),
             "url": STR, "web_url": STR,
             "versions": {"type": "array", "items": ref("VersionSummary")},
         },
@@ -136,15 +136,15 @@ SCHEMAS: dict[str, Any] = {
             "constraint": {**STR, "description": "the range asked for, or the exact version"},
             "status": {"enum": ["active", "disabled", "failed"]},
             "enabled": BOOL,
-            "disabled_reason": _nullable(STR),
+            "disabled_reason": nullable(STR),
             "config": {"type": "object", "description": "secret fields appear only as "
                        '{"set": true|false}, never with their value'},
             "capabilities": {"type": "array", "items": ref("Capability")},
-            "latest_version": _nullable(STR),
+            "latest_version": nullable(STR),
             "upgrade_available": BOOL,
             "version_yanked": BOOL, "version_quarantined": BOOL,
-            "health": _nullable({"type": "object"}),
-            "created_at": _nullable(DATE), "updated_at": _nullable(DATE),
+            "health": nullable({"type": "object"}),
+            "created_at": nullable(DATE), "updated_at": nullable(DATE),
             "url": STR,
         },
     },
@@ -169,9 +169,9 @@ SCHEMAS: dict[str, Any] = {
             "requires": {"type": "array", "items": {
                 "type": "object", "required": ["gear", "range", "installed_version", "satisfied"],
                 "properties": {"gear": STR, "range": STR,
-                               "installed_version": _nullable(STR), "satisfied": BOOL}}},
+                               "installed_version": nullable(STR), "satisfied": BOOL}}},
             "resolution": {"type": "object", "additionalProperties": STR},
-            "upgrade": _nullable({
+            "upgrade": nullable({
                 "type": "object",
                 "required": ["installation", "from_version", "added", "removed", "unchanged"],
                 "properties": {
@@ -189,7 +189,7 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "gear": {**STR, "description": "publisher/name"},
-            "version": _nullable({**STR, "description": "a version or range; newest if null"}),
+            "version": nullable({**STR, "description": "a version or range; newest if null"}),
             "config": {"type": "object"},
             "consent": {"anyOf": [BOOL, {"type": "array", "items": STR}],
                         "description": "true, or every capability of the chosen version"},
@@ -199,7 +199,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "version": _nullable({**STR, "description": "move to this version or range; "
+            "version": nullable({**STR, "description": "move to this version or range; "
                                   "null: the newest the stored constraint allows"}),
             "config": {"type": "object", "description": "the whole config; a secret left "
                        "out or blank keeps its value, null clears it"},
@@ -211,42 +211,6 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def _json(schema: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": ref(schema)}}}
-
-
-def _err(*codes: int) -> dict[str, Any]:
-    words = {400: "Bad request", 401: "No valid token", 403: "Not allowed", 404: "Not found",
-             409: "Conflict with the current state", 413: "Upload too large",
-             422: "Invalid input; details lists every problem",
-             503: "A backing service is unavailable"}
-    return {str(c): {"description": words[c], **_json("Error")} for c in codes}
-
-
-def _gear_params(with_version: bool = False) -> list[dict[str, Any]]:
-    names = ["publisher", "name"] + (["version"] if with_version else [])
-    return [{"name": n, "in": "path", "required": True, "schema": STR} for n in names]
-
-
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
-
-
-def _state_change(summary: str, who: str, with_body: bool = True) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "description": who,
-        "parameters": _gear_params(True),
-        "security": [{"bearer": []}],
-        "responses": {"200": {"description": "The version after the change", **_json("Version")},
-                      **_err(400, 401, 403, 404, 409, 422)},
-    }
-    if with_body:
-        op["requestBody"] = {"required": False, **_json("Reason")}
-    return {"post": op}
-
-
 PATHS: dict[str, Any] = {
     "/api/v1/openapi.json": {
         "get": {"summary": "This document",
@@ -255,23 +219,23 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/whoami": {
         "get": {"summary": "Who the token belongs to", "security": [{"bearer": []}],
-                "responses": {"200": {"description": "The token's user", **_json("WhoAmI")},
-                              **_err(401)}}
+                "responses": {"200": {"description": "The token's user", **json_content("WhoAmI")},
+                              **errors(401)}}
     },
     "/api/v1/gears": {
         "get": {
             "summary": "Search and list gears",
             "description": "Non-admins see only gears with an approved, non-yanked version.",
             "parameters": [
-                _query("q", STR, "words in the name, title or summary"),
-                _query("kind", {"enum": list(KINDS)}, "kind of gear"),
-                _query("category", STR, "a category"),
-                _query("publisher", STR, "a publisher's namespace"),
-                _query("page", {"type": "integer", "minimum": 1, "maximum": 10000}, "page, from 1"),
-                _query("per_page", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
+                query_param("q", STR, "words in the name, title or summary"),
+                query_param("kind", {"enum": list(KINDS)}, "kind of gear"),
+                query_param("category", STR, "a category"),
+                query_param("publisher", STR, "a publisher's namespace"),
+                query_param("page", {"type": "integer", "minimum": 1, "maximum": 10000}, "page, from 1"),
+                query_param("per_page", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
             ],
-            "responses": {"200": {"description": "A page of gears", **_json("GearList")},
-                          **_err(422)},
+            "responses": {"200": {"description": "A page of gears", **json_content("GearList")},
+                          **errors(422)},
         },
         "post": {
             "summary": "Publish a version",
@@ -283,25 +247,25 @@ PATHS: dict[str, Any] = {
                 "type": "object", "required": ["file"],
                 "properties": {"file": {"type": "string", "contentMediaType": "application/zip"}},
             }}}},
-            "responses": {"201": {"description": "Published, pending review", **_json("Version")},
-                          **_err(400, 401, 403, 409, 413, 422, 503)},
+            "responses": {"201": {"description": "Published, pending review", **json_content("Version")},
+                          **errors(400, 401, 403, 409, 413, 422, 503)},
         },
     },
     "/api/v1/gears/{publisher}/{name}": {
-        "get": {"summary": "A gear and its versions", "parameters": _gear_params(),
-                "responses": {"200": {"description": "The gear", **_json("Gear")}, **_err(404)}}
+        "get": {"summary": "A gear and its versions", "parameters": gear_params(),
+                "responses": {"200": {"description": "The gear", **json_content("Gear")}, **errors(404)}}
     },
     "/api/v1/gears/{publisher}/{name}/{version}": {
-        "get": {"summary": "One version", "parameters": _gear_params(True),
-                "responses": {"200": {"description": "The version", **_json("Version")},
-                              **_err(404)}}
+        "get": {"summary": "One version", "parameters": gear_params(True),
+                "responses": {"200": {"description": "The version", **json_content("Version")},
+                              **errors(404)}}
     },
     "/api/v1/gears/{publisher}/{name}/{version}/download": {
         "get": {
             "summary": "Download the archive",
             "description": "The bytes (header X-Gears-Sha256 carries their sha256) or a 302 "
                            "redirect to a short-lived presigned URL.",
-            "parameters": _gear_params(True),
+            "parameters": gear_params(True),
             "responses": {
                 "200": {"description": "The archive",
                         "headers": {"X-Gears-Sha256": {"schema": STR}},
@@ -309,17 +273,17 @@ PATHS: dict[str, Any] = {
                 "302": {"description": "Redirect to a presigned URL",
                         "headers": {"Location": {"schema": STR}}},
                 "304": {"description": "Not modified"},
-                **_err(403, 404, 503),
+                **errors(403, 404, 503),
             },
         }
     },
-    "/api/v1/gears/{publisher}/{name}/{version}/yank": _state_change(
+    "/api/v1/gears/{publisher}/{name}/{version}/yank": state_change(
         "Yank a version", "Owner or admin; a reason is required."),
-    "/api/v1/gears/{publisher}/{name}/{version}/unyank": _state_change(
+    "/api/v1/gears/{publisher}/{name}/{version}/unyank": state_change(
         "Undo a yank", "Owner or admin."),
-    "/api/v1/admin/gears/{publisher}/{name}/{version}/approve": _state_change(
+    "/api/v1/admin/gears/{publisher}/{name}/{version}/approve": state_change(
         "Approve a pending version", "Admin only."),
-    "/api/v1/admin/gears/{publisher}/{name}/{version}/reject": _state_change(
+    "/api/v1/admin/gears/{publisher}/{name}/{version}/reject": state_change(
         "Reject a pending version", "Admin only; a reason the publisher can read is required."),
 }
 
@@ -334,16 +298,16 @@ PATHS.update({
         "get": {"summary": "The workspace's installations", "description": _WS_AUTH,
                 "parameters": _WS, "security": [{"bearer": []}],
                 "responses": {"200": {"description": "Installations",
-                                      **_json("InstallationList")}, **_err(401, 403, 404)}},
+                                      **json_content("InstallationList")}, **errors(401, 403, 404)}},
         "post": {
             "summary": "Install a gear",
             "description": "Resolves the version against the workspace's other gears, checks "
                            "consent to every capability and validates the config. " + _WS_AUTH,
             "parameters": _WS, "security": [{"bearer": []}],
-            "requestBody": {"required": True, **_json("InstallRequest")},
-            "responses": {"201": {"description": "Installed", **_json("Installation"),
+            "requestBody": {"required": True, **json_content("InstallRequest")},
+            "responses": {"201": {"description": "Installed", **json_content("Installation"),
                                   "headers": {"Location": {"schema": STR}}},
-                          **_err(400, 401, 403, 404, 409, 422)},
+                          **errors(400, 401, 403, 404, 409, 422)},
         },
     },
     "/api/v1/workspaces/{ws}/installations/plan": {
@@ -354,42 +318,40 @@ PATHS.update({
                            "is installed, the capability diff. Changes nothing. " + _WS_AUTH,
             "parameters": [
                 *_WS,
-                {**_query("gear", STR, "publisher/name"), "required": True},
-                _query("version", STR, "a version or range; newest when absent"),
+                {**query_param("gear", STR, "publisher/name"), "required": True},
+                query_param("version", STR, "a version or range; newest when absent"),
             ],
             "security": [{"bearer": []}],
-            "responses": {"200": {"description": "The plan", **_json("InstallPlan")},
-                          **_err(401, 403, 404, 409, 422)},
+            "responses": {"200": {"description": "The plan", **json_content("InstallPlan")},
+                          **errors(401, 403, 404, 409, 422)},
         }
     },
     "/api/v1/workspaces/{ws}/installations/{installation_id}": {
         "get": {"summary": "One installation", "description": _WS_AUTH, "parameters": _INST,
                 "security": [{"bearer": []}],
                 "responses": {"200": {"description": "The installation",
-                                      **_json("Installation")}, **_err(401, 403, 404)}},
+                                      **json_content("Installation")}, **errors(401, 403, 404)}},
         "patch": {
             "summary": "Upgrade, downgrade, reconfigure, enable or disable",
             "description": "Consent is needed again only when the target version's "
                            "capabilities grow. " + _WS_AUTH,
             "parameters": _INST, "security": [{"bearer": []}],
-            "requestBody": {"required": True, **_json("InstallationPatch")},
+            "requestBody": {"required": True, **json_content("InstallationPatch")},
             "responses": {"200": {"description": "The installation after the change",
-                                  **_json("Installation")},
-                          **_err(400, 401, 403, 404, 409, 422)},
+                                  **json_content("Installation")},
+                          **errors(400, 401, 403, 404, 409, 422)},
         },
         "delete": {"summary": "Uninstall", "description": "Refused (409 required_by) while "
                    "another installed gear requires it. " + _WS_AUTH,
                    "parameters": _INST, "security": [{"bearer": []}],
                    "responses": {"204": {"description": "Uninstalled"},
-                                 **_err(401, 403, 404, 409)}},
+                                 **errors(401, 403, 404, 409)}},
     },
 })
 
 
 def _merge_trust() -> None:
     """Vetting, signatures and quarantine are documented beside their endpoints."""
-    from marketplace.registry import openapi_trust as trust
-
     SCHEMAS.update(trust.SCHEMAS)
     SCHEMAS["Version"]["properties"].update(trust.VERSION_PROPERTIES)
     PATHS.update(trust.PATHS)
@@ -432,17 +394,17 @@ def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
                 # Unicode): 400 invalid_parameter, with the parameter named.
                 responses.setdefault("400", {"description": "A path or query value is "
                                              "refused (a NUL character, invalid Unicode)",
-                                             **_json("Error")})
+                                             **json_content("Error")})
                 op = {**op, "parameters": [_without_nul(p) for p in op["parameters"]]}
             responses.setdefault("503", {"description": "A backing service is unavailable or "
-                                         "busy; retry after Retry-After", **_json("Error")})
+                                         "busy; retry after Retry-After", **json_content("Error")})
             # Every operation reads a bearer token when one is sent: a bad one is 401 even
             # where anonymous callers are welcome, and repeated failures are 429.
             responses.setdefault("401", {"description": "The bearer token sent is invalid, "
-                                         "expired or revoked", **_json("Error")})
+                                         "expired or revoked", **json_content("Error")})
             responses.setdefault("429", {"description": "Too many failed authentications "
                                          "with this token or from this address; retry after "
-                                         "Retry-After", **_json("Error")})
+                                         "Retry-After", **json_content("Error")})
             out[path][method] = {**op, "responses": responses}
     return out
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketplace.openapi import BOOL, DATE, INT, STR, _err, _json, _nullable, _state_change, ref
+from marketplace.openapi_parts import BOOL, DATE, INT, STR, errors, json_content, nullable, ref, state_change
 
 SEVERITY = {"enum": ["info", "low", "medium", "high", "critical"]}
 
@@ -19,8 +19,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "code": {**STR, "description": "stable; see the admin guide"},
             "severity": SEVERITY,
-            "file": _nullable(STR), "line": _nullable(INT), "path": _nullable(STR),
-            "message": STR, "check": _nullable(STR),
+            "file": nullable(STR), "line": nullable(INT), "path": nullable(STR),
+            "message": STR, "check": nullable(STR),
         },
     },
     "Keys": {
@@ -54,16 +54,16 @@ SCHEMAS: dict[str, Any] = {
 
 #: Added to the ``Version`` schema.
 VERSION_PROPERTIES: dict[str, Any] = {
-    "signature": {**_nullable(STR), "description": "Ed25519 signature (base64) over the "
+    "signature": {**nullable(STR), "description": "Ed25519 signature (base64) over the "
                   "canonical JSON of {name, version, sha256, files}; set on approval"},
-    "key_id": _nullable(STR),
-    "files": {**_nullable({"type": "object", "additionalProperties": STR}),
+    "key_id": nullable(STR),
+    "files": {**nullable({"type": "object", "additionalProperties": STR}),
               "description": "signed per-file sha256 hashes"},
-    "vetting": {**_nullable({"type": "object", "required": ["state", "finished_at"],
+    "vetting": {**nullable({"type": "object", "required": ["state", "finished_at"],
                              "properties": {"state": {"enum": ["queued", "running", "done",
                                                                "error"]},
-                                            "started_at": _nullable(DATE),
-                                            "finished_at": _nullable(DATE)}}),
+                                            "started_at": nullable(DATE),
+                                            "finished_at": nullable(DATE)}}),
                 "description": "publisher members and admins only"},
     "findings": {"type": "array", "items": ref("Finding"),
                  "description": "publisher members and admins only"},
@@ -74,22 +74,22 @@ PATHS: dict[str, Any] = {
         "get": {"summary": "The registry's public signing keys",
                 "description": "Current and retired keys, so every signature made before a "
                                "rotation still verifies.",
-                "responses": {"200": {"description": "Keys", **_json("Keys")}}}
+                "responses": {"200": {"description": "Keys", **json_content("Keys")}}}
     },
     "/api/v1/killlist": {
         "get": {"summary": "The signed kill list",
                 "description": "Every quarantined version. Runtimes poll it, verify the "
                                "signature and stop matching workers.",
-                "responses": {"200": {"description": "The list", **_json("KillList")}}}
+                "responses": {"200": {"description": "The list", **json_content("KillList")}}}
     },
-    "/api/v1/admin/gears/{publisher}/{name}/{version}/quarantine": _state_change(
+    "/api/v1/admin/gears/{publisher}/{name}/{version}/quarantine": state_change(
         "Quarantine a version", "Admin only; a reason is required. Blocks downloads and, "
         "through the kill list, loading everywhere."),
-    "/api/v1/admin/gears/{publisher}/{name}/{version}/unquarantine": _state_change(
+    "/api/v1/admin/gears/{publisher}/{name}/{version}/unquarantine": state_change(
         "Release a version from quarantine", "Admin only; a reason is required."),
     "/api/v1/admin/gears/{publisher}/{name}/{version}/revet": {
-        "post": {**_state_change("Run the vetting checks again", "Admin only.")["post"],
-                 "responses": {"202": {"description": "Queued", **_json("Version")},
-                               **_err(400, 401, 403, 404, 422)}},
+        "post": {**state_change("Run the vetting checks again", "Admin only.")["post"],
+                 "responses": {"202": {"description": "Queued", **json_content("Version")},
+                               **errors(400, 401, 403, 404, 422)}},
     },
 }
