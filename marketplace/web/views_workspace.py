@@ -12,13 +12,13 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-import marketplace.web as web
 from marketplace import workspaces as service
 from marketplace.accounts import get_workspace
 from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.registry.queries import sorted_versions
+from marketplace.web.connection import connection_tester
 from marketplace.web.session import current_user, is_admin, login_required
 
 bp = Blueprint("web_workspace", __name__)
@@ -116,7 +116,7 @@ def test_connection(ws: str, installation_id: str) -> Response:
     """Ask the engine to check a connector's connection, when the engine offers that."""
     workspace = workspace_or_404(ws)
     inst = installation_or_404(workspace, installation_id)
-    tester = web.connection_tester(current_app)
+    tester = connection_tester(current_app)
     if tester is None:
         flash("Connection tests are not available yet on this marketplace.", "info")
     else:
