@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -143,13 +144,10 @@ def is_valid(value: Any, limits: ValueLimits = DEFAULT_LIMITS) -> bool:
     return True
 
 
-def text_depth(text: str | bytes) -> int:
-    """The deepest bracket nesting of JSON ``text``, in one linear pass (strings skipped)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    depth = deepest = 0
+def _brackets(text: str) -> Iterator[tuple[int, str]]:
+    """``(index, bracket)`` for each ``[{]}`` of JSON ``text`` outside its strings."""
     in_string = escaped = False
-    for ch in text:
+    for i, ch in enumerate(text):
         if in_string:
             if escaped:
                 escaped = False
@@ -159,11 +157,18 @@ def text_depth(text: str | bytes) -> int:
                 in_string = False
         elif ch == '"':
             in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
+        elif ch in "[{]}":
+            yield i, ch
+
+
+def text_depth(text: str | bytes) -> int:
+    """The deepest bracket nesting of JSON ``text``, in one linear pass (strings skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    depth = deepest = 0
+    for _, ch in _brackets(text):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
     return deepest
 
 
@@ -275,25 +280,15 @@ def clip_depth(text: str, max_depth: int) -> str:
     out: list[str] = []
     depth = 0
     skip_from = -1  # depth at which a skipped container began
-    in_string = escaped = False
     start = 0
-    for i, ch in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for i, ch in _brackets(text):
+        if ch in "[{":
             depth += 1
             if skip_from < 0 and depth > max_depth:
                 out.append(text[start:i])
                 out.append("null")
                 skip_from = depth
-        elif ch in "]}":
+        else:
             if skip_from == depth:
                 skip_from = -1
                 start = i + 1
