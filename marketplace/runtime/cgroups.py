@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from marketplace.runtime.files import pid_alive
 from marketplace.settings import from_environ
 
 PARENT_ENV = "GEARS_CGROUP_PARENT"
@@ -124,7 +125,7 @@ class CgroupHost:
                 continue
             for name in leaves:
                 parts = name.rsplit(".", 2)
-                if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+                if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
                     names.add(name)
         removed = 0
         for name in sorted(names):
@@ -151,16 +152,6 @@ class CgroupError(OSError):
 
 
 _serial = itertools.count(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write(path: Path, value: str) -> None:

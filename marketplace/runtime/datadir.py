@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from marketplace.runtime.files import remove_tree
+from marketplace.runtime.files import pid_alive, remove_tree
 
 IMAGE_SUFFIX = ".ext4"
 #: beside a mounted data dir: the pid of the engine process that mounted it
@@ -64,16 +64,6 @@ def _owner_file(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + OWNER_SUFFIX)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_mounts(mountinfo: str | None = None) -> list[Path]:
     """Unmount data dirs whose engine process died without unmounting them (a
     killed vetting job, a crashed engine); returns the mount points released.
@@ -100,7 +90,7 @@ def sweep_mounts(mountinfo: str | None = None) -> list[Path]:
             pid = int(_owner_file(point).read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             continue
         try:
             unmount_quota(point)

@@ -72,3 +72,19 @@ def chown_tree(path: str | Path, uid: int, deadline: float | None = None) -> Non
     deadline = deadline if deadline is not None else time.monotonic() + TREE_DEADLINE_S
     _run([_tool("chown"), "-R", "--no-dereference", f"{uid}:{uid}", "--", str(path)],
          deadline, f"give the data dir to uid {uid}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie (exited, not yet reaped) is dead:
+    ``kill(pid, 0)`` alone would call it alive, and leave what it owned unswept."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: trust the signal check
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

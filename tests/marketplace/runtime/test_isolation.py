@@ -121,3 +121,19 @@ def test_stopping_a_worker_does_not_wait_out_a_hung_call(make_gear, installation
     thread.join(90)
     # the call was cut short by the stop, not by its 60 s deadline
     assert outcome == ["crashed"], outcome
+
+
+def test_pid_alive_counts_a_zombie_as_dead() -> None:
+    import os
+    import subprocess
+
+    from marketplace.runtime.files import pid_alive
+
+    child = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+    try:
+        os.kill(child.pid, 0)  # the signal check alone still calls it alive
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()
+    assert pid_alive(os.getpid()) and not pid_alive(child.pid)
