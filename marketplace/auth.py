@@ -35,7 +35,7 @@ from marketplace.accounts.tokens import authenticate_token, hash_token, token_al
 from marketplace.db import COMMITTED, get_session
 from marketplace.errors import APIError
 from marketplace.models import ApiToken, User
-from marketplace.web.ratelimit import SlidingWindowLimiter
+from marketplace.ratelimit import SlidingWindowLimiter
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -31,7 +31,7 @@ def _key(key: str) -> str:
 
 
 class DatabaseLimiter:
-    """The :class:`~marketplace.web.ratelimit.SlidingWindowLimiter` interface over
+    """The :class:`~marketplace.ratelimit.SlidingWindowLimiter` interface over
     the ``auth_failures`` table: ``retry_after``, ``hit``, ``reset``."""
 
     def __init__(self, engine: Engine, *, limit: int, window: float) -> None:

@@ -6,7 +6,7 @@ CSP of :mod:`marketplace.app` applies unchanged: no inline script or style.
 
 Security lives in small modules: :mod:`.csrf` (a per-session token checked on
 every unsafe request outside ``/api``), :mod:`.session` (login sessions rotated
-on sign-in, same-site ``next=`` targets only) and :mod:`.ratelimit` (failed
+on sign-in, same-site ``next=`` targets only) and :mod:`marketplace.ratelimit` (failed
 sign-ins per IP and email).
 
 The "Test connection" button runs the connector's ``gear_check`` through the

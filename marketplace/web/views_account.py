@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 from marketplace.accounts import authenticate_password
 from marketplace.auth import Limiter, failure_limiter
 from marketplace.db import get_session
-from marketplace.web.ratelimit import WINDOW_SECONDS, login_failures
+from marketplace.ratelimit import WINDOW_SECONDS, login_failures
 from marketplace.web.session import current_user, log_in, log_out, safe_next
 
 bp = Blueprint("web_account", __name__)

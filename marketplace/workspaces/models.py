@@ -1,7 +1,7 @@
 """The ``installations`` table: which gear version runs in which workspace, and how.
 
 One row per (workspace, gear): a workspace runs at most one version of a gear,
-which is also what the runtime's resolver assumes. ``version`` is the concrete
+which is also what the resolver (:mod:`.resolver`) assumes. ``version`` is the concrete
 version chosen when the gear was installed or last upgraded; ``constraint`` is
 what the user asked for (a range such as ``^1.2.0``, or the exact version), so
 an "update within range" can be offered later without guessing.

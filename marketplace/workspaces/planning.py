@@ -1,6 +1,6 @@
 """Which version an install or upgrade would get, and what it would need.
 
-:func:`plan_install` runs the runtime's resolver over the whole workspace: every
+:func:`plan_install` runs the resolver (:mod:`.resolver`) over the whole workspace: every
 installed gear pinned to the version it runs (so installing one gear never
 moves another), plus the requested gear at the requested range. It answers
 before anything changes, so the consent screen can show the chosen version,
@@ -31,15 +31,15 @@ from gears_sdk.errors import RangeError
 from gears_sdk.versions import parse_range, parse_version
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion, VersionStatus, Workspace
-from marketplace.runtime.resolver import (
+from marketplace.workspaces.capabilities import CapabilityDiff, capabilities_of, capability_diff
+from marketplace.workspaces.models import Installation
+from marketplace.workspaces.resolver import (
     WORKSPACE,
     Cause,
     DbCandidateSource,
     ResolutionError,
     resolve,
 )
-from marketplace.workspaces.capabilities import CapabilityDiff, capabilities_of, capability_diff
-from marketplace.workspaces.models import Installation
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.web import ratelimit
+from marketplace import ratelimit
 from marketplace.web.session import safe_next
 from tests.marketplace.web_support import PASSWORD, business, csrf_token, sign_in  # noqa: F401
 

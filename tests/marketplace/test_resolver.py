@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gears_sdk.versions import parse_range, parse_version
-from marketplace.runtime.resolver import (
+from marketplace.workspaces.resolver import (
     Candidate,
     DbCandidateSource,
     InMemorySource,
