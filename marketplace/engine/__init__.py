@@ -4,8 +4,8 @@ Gears live here. Events flow in (:mod:`~marketplace.engine.ingest`) through
 the workspace's extensions, connectors sync data in and segments out
 (:mod:`~marketplace.engine.connectors`), and decisions
 (:mod:`~marketplace.engine.decisions`) pick an experience and let a template
-render it. Every gear call goes through the process's sandboxed runtime,
-managed by :class:`~marketplace.engine.manager.EngineManager`.
+render it. Every gear call goes through the sandboxed runtime owned by the
+app's :class:`~marketplace.engine.manager.EngineManager`.
 
 ``init_app`` attaches one manager to the app (``app.extensions["gears_engine"]``),
 connects it to the installation signals and mounts ``/engine/v1``. The plain
@@ -22,19 +22,18 @@ from sqlalchemy import select
 from marketplace import services
 from marketplace.db import session_scope
 from marketplace.engine import models  # noqa: F401  (registers the tables)
-from marketplace.engine.manager import EngineManager, process_runtime
+from marketplace.engine.manager import EngineManager
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 
-__all__ = ["EngineManager", "decide", "get_engine", "ingest_events", "init_app",
-           "process_runtime", "shutdown"]
+__all__ = ["EngineManager", "decide", "get_engine", "ingest_events", "init_app", "shutdown"]
 
 
 def init_app(app: Flask) -> None:
     """Attach the engine manager, listen to installation changes, mount the API and pages."""
     from marketplace.engine.api import bp
     from marketplace.engine.connectors import connection_test
-    from marketplace.engine.lifecycle import Lifecycle, installation_health
+    from marketplace.engine.lifecycle import Lifecycle
     from marketplace.engine.openapi import bp as openapi_bp
 
     manager = EngineManager(app)
@@ -42,7 +41,7 @@ def init_app(app: Flask) -> None:
     lifecycle.connect()
     app.extensions["gears_engine"] = manager
     app.extensions["gears_engine_lifecycle"] = lifecycle
-    app.extensions[services.INSTALLATION_HEALTH] = installation_health
+    app.extensions[services.INSTALLATION_HEALTH] = manager.health
     app.extensions[services.CONNECTION_TESTER] = lambda row: connection_test(manager, row)
     app.register_blueprint(bp)
     app.register_blueprint(openapi_bp)
@@ -55,13 +54,14 @@ def get_engine(app: Flask) -> EngineManager:
 
 
 def shutdown(app: Flask) -> None:
-    """Stop the app's workers and stop listening to signals (the runtime stays up)."""
+    """Stop listening to signals, stop the app's workers and close the runtime its
+    manager built (an attached one stays open)."""
     lifecycle = app.extensions.pop("gears_engine_lifecycle", None)
     if lifecycle is not None:
         lifecycle.disconnect()
     manager = app.extensions.get("gears_engine")
     if manager is not None:
-        manager.close()
+        manager.shutdown()
 
 
 def _workspace(session: Any, name: str) -> Workspace:

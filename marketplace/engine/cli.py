@@ -32,4 +32,4 @@ def engine_worker(ctx: click.Context, once: bool, poll_seconds: float) -> None:
     finally:
         if once:
             click.echo("due syncs done")
-        get_engine(app).close()  # the workers it started; the runtime closes at exit
+        get_engine(app).shutdown()  # its workers, control groups and mounts

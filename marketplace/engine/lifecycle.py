@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from gears_sdk.hookspecs import get_plugin_manager
-from marketplace.engine.manager import EngineManager, _owners
+from marketplace.engine.manager import EngineManager
 from marketplace.engine.models import (
     ConnectorCursor,
     InstallationState,
@@ -38,11 +38,6 @@ from marketplace.workspaces.models import Installation as InstallationRow
 log = logging.getLogger(__name__)
 
 _ENGINE_TABLES: tuple[Any, ...] = (InstallationState, ConnectorCursor, SyncSchedule, SyncRun)
-
-
-def installation_health(installation: str) -> dict[str, Any] | None:
-    owner = _owners.get(installation)
-    return owner.health(installation) if owner is not None else None
 
 
 class Lifecycle:
@@ -109,7 +104,7 @@ class Lifecycle:
                 session.execute(delete(table).where(table.installation_id == event.id))
             session.commit()
         self.engine.runtime.forget(event.id)
-        _owners.pop(event.id, None)
+        self.engine.started.discard(event.id)
         self.engine.remove_data(event.id)
 
     def _run_uninstall(self, session: Session, workspace: Workspace,

@@ -1,19 +1,23 @@
 """The engine's side of the runtime: which workers run, and the plugin manager per workspace.
 
-One :class:`~marketplace.runtime.Runtime` serves the whole process
-(:func:`process_runtime`: created on first use, closed at exit). Each app
-gets an :class:`EngineManager` that knows the app's database and blob store
-and keeps, per workspace, a pluggy ``PluginManager`` whose plugins are the
-runtime's proxies of that workspace's enabled installations.
+Each app gets one :class:`EngineManager`, which owns its
+:class:`~marketplace.runtime.Runtime` (built on first use from the app's
+runtime settings, with the manager's own breaker callback, and closed by
+:meth:`EngineManager.shutdown`), knows the app's database and blob store and
+keeps, per workspace, a pluggy ``PluginManager`` whose plugins are the
+runtime's proxies of that workspace's enabled installations. Nothing is held
+in module globals: an engine node process has one app, so one manager and one
+runtime, and an installation has at most one worker per node.
 
 Workers start lazily: the first call of a hook in a workspace starts the
 workers of the enabled installations declaring that hook (fetching the
 installed version through the :class:`~marketplace.runtime.loader.GearCache`,
 which verifies it before it runs). A workspace's list of installations is
 re-read from the database every :data:`REFRESH_SECONDS`, so a change made by
-another process (another replica, ``engine worker``) is picked up even
-without its signal; in-process changes arrive at once through the
-:mod:`marketplace.workspaces.events` signals (:mod:`marketplace.engine.lifecycle`).
+another process (another node, the web server) is picked up even without
+its outbox row reaching this node; lifecycle work (``gear_install``,
+uninstall cleanup) comes through the ``engine_events`` outbox
+(:mod:`marketplace.engine.lifecycle`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,36 +63,6 @@ START_WAIT_S = 20.0
 #: A worker that could not start is tried again after this backoff (doubling).
 START_RETRY_BASE_S = 1.0
 START_RETRY_MAX_S = 60.0
-
-# -- the process-wide runtime -------------------------------------------------------------
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-#: installation id -> the manager that started it, for the breaker's callback.
-_owners: dict[str, EngineManager] = {}
-
-
-def _dispatch_disable(installation: str, reason: str) -> None:
-    owner = _owners.get(installation)
-    if owner is not None:
-        owner.queue_failure(installation, reason)
-
-
-def breaker_callback(installation: str, reason: str) -> None:
-    """The ``on_disable`` callback a runtime shared with the engine must be built with."""
-    _dispatch_disable(installation, reason)
-
-
-def process_runtime(config: Mapping[str, Any]) -> Runtime:
-    """The process's runtime, created on first use (with the runtime settings of
-    ``config``, the first app's) and closed when the process exits."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = Runtime(on_disable=_dispatch_disable, **runtime_options(config))
-            atexit.register(_runtime.close)
-        return _runtime
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -160,11 +134,17 @@ def _installed(row: InstallationRow, manifest: dict[str, Any]) -> InstalledGear:
 
 
 class EngineManager:
-    """Starts, calls and stops one app's installations in the process runtime."""
+    """Starts, calls and stops one app's installations in the runtime it owns."""
 
     def __init__(self, app: Flask, runtime: Runtime | None = None):
         self.app = app
         self._runtime = runtime
+        #: whether :meth:`shutdown` closes the runtime (it built it) or leaves it (attached)
+        self._owns_runtime = False
+        if runtime is not None:
+            runtime.on_disable = self.queue_failure
+        #: installations whose worker this manager started in its runtime
+        self.started: set[str] = set()
         root = Path(app.instance_path) / "engine"
         self.cache = GearCache(root / "gear-cache", StoreFetcher(get_blob_store(app)))
         configured = app.config["GEAR_DATA_PATH"]
@@ -178,8 +158,18 @@ class EngineManager:
 
     @property
     def runtime(self) -> Runtime:
-        if self._runtime is None:
-            self._runtime = process_runtime(self.app.config)
+        """The manager's runtime, built on first use with the app's runtime settings;
+        its circuit breaker reports to :meth:`queue_failure`."""
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = Runtime(on_disable=self.queue_failure,
+                                        **runtime_options(self.app.config))
+                self._owns_runtime = True
+                atexit.register(self.shutdown)
+                fresh = True
+            else:
+                fresh = False
+        if fresh:
             self.start_killswitch()
         return self._runtime
 
@@ -213,13 +203,12 @@ class EngineManager:
         return self.killswitch
 
     def attach_runtime(self, runtime: Runtime) -> None:
-        """Use ``runtime`` instead of the process's (tests, embedders with their own
-        settings); give it :func:`breaker_callback` as ``on_disable``."""
-        self.close()
-        if self.killswitch is not None:
-            self.killswitch.stop()
-            self.killswitch = None
+        """Use ``runtime`` instead of building one (tests share one across apps); its
+        breaker now reports to this manager, and :meth:`shutdown` leaves it open."""
+        self.shutdown()
+        runtime.on_disable = self.queue_failure
         self._runtime = runtime
+        self._owns_runtime = False
 
     # -- workspaces ---------------------------------------------------------------------
 
@@ -259,7 +248,7 @@ class EngineManager:
         wg.load_failures.pop(installation, None)
         wg.retry_at.pop(installation, None)
         self.runtime.forget(installation)
-        _owners.pop(installation, None)
+        self.started.discard(installation)
 
     def forget(self, workspace: str | None, installation: str) -> None:
         """Drop what is known about ``installation`` now (a signal said it changed)."""
@@ -360,7 +349,7 @@ class EngineManager:
             data_dir=self.data_root / installation,
             state=DbStateStore(self.sessions, installation, workspace_id,
                                int(manifest.limits.get("state_kb", 256))))
-        _owners[installation] = self
+        self.started.add(installation)
         self.runtime.stop(installation)
         self.runtime.start(inst)
 
@@ -463,13 +452,30 @@ class EngineManager:
             log.error("could not remove the data of installation %s: %s", installation, exc)
 
     def close(self) -> None:
-        """Stop every worker this manager started (the runtime itself lives on)."""
+        """Stop every worker this manager started (the runtime stays open)."""
         with self._lock:
+            if self._runtime is None:
+                self._workspaces.clear()
+                return
             for wg in self._workspaces.values():
                 for iid in list(wg.registered):
                     self._retire(wg, iid)
             self._workspaces.clear()
-            for iid, owner in list(_owners.items()):
-                if owner is self:
-                    self.runtime.stop(iid)
-                    _owners.pop(iid, None)
+            for iid in list(self.started):
+                self._runtime.stop(iid)
+            self.started.clear()
+
+    def shutdown(self) -> None:
+        """Stop the kill-list poller and every worker; close the runtime when this manager
+        built it (its control groups, data-dir mounts and scratch directory go with it)."""
+        if self.killswitch is not None:
+            self.killswitch.stop()
+            self.killswitch = None
+        self.close()
+        with self._lock:
+            runtime, owned = self._runtime, self._owns_runtime
+            if owned:
+                self._runtime, self._owns_runtime = None, False
+        if owned and runtime is not None:
+            atexit.unregister(self.shutdown)
+            runtime.close()

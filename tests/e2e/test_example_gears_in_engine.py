@@ -199,11 +199,9 @@ def runtime() -> Iterator[Runtime]:
     problem = sandbox_problem()
     if problem:
         pytest.skip(f"sandboxed workers cannot start here: {problem}")
-    from marketplace.engine.manager import breaker_callback
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GEARS_HTTP_ALLOW_PRIVATE_HOSTS", "127.0.0.1")
-        rt = Runtime(on_disable=breaker_callback)
+        rt = Runtime()
     yield rt
     rt.close()
 

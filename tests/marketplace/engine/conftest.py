@@ -37,11 +37,9 @@ def engine_runtime() -> Iterator[Runtime]:
     problem = sandbox_problem()
     if problem:
         pytest.skip(problem)
-    from marketplace.engine.manager import breaker_callback
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GEARS_HTTP_ALLOW_PRIVATE_HOSTS", "127.0.0.1")
-        runtime = Runtime(on_disable=breaker_callback)
+        runtime = Runtime()
     yield runtime
     runtime.close()
 
