@@ -9,11 +9,14 @@ imports the server side (``marketplace``).
 from gears_sdk.errors import ArchiveError, GearsError, HookError, ManifestError, Problem, RangeError
 from gears_sdk.hookspecs import hookimpl, hookspec
 
-__version__ = "0.1.0"
+#: The version of this package, and so of the engine it ships with (``setup.cfg``
+#: reads it): one number for the SDK, the registry and the engine.
+__version__ = "1.0.0"
 
-#: The engine API version this SDK implements; manifests' ``engine`` ranges
-#: are matched against it.
-ENGINE_VERSION = "1.0.0"
+#: The engine version manifests' ``engine`` ranges are matched against: the package
+#: version. A server can run as another version through its ``ENGINE_VERSION``
+#: setting (for testing upgrades).
+ENGINE_VERSION = __version__
 
 __all__ = [
     "ENGINE_VERSION",

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gears_sdk import ENGINE_VERSION
 from marketplace.errors import MarketplaceError
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,15 @@ def choice(*options: str) -> Callable[[str], str]:
         return raw.strip()
     parse.__doc__ = "one of " + ", ".join(f"`{o}`" for o in options)
     return parse
+
+
+def semver_text(raw: str) -> str:
+    """a version such as 1.4.0"""
+    from gears_sdk.versions import is_valid_version
+
+    if not is_valid_version(raw.strip()):
+        raise ValueError("not a version such as 1.4.0")
+    return raw.strip()
 
 
 def as_bool(value: Any) -> bool:
@@ -182,6 +192,11 @@ SETTINGS: tuple[Setting, ...] = (
        "loop-mounted over `<id>` while the installation runs, so a gear can neither fill nor "
        "link into the filesystem of the database and keys; still, put this on a volume of "
        "its own.", "`instance/engine/data`"),
+    _s("ENGINE_VERSION", ENGINE_VERSION, semver_text, "engine", "the engine version "
+       "gears' `engine` ranges are matched against. Leave it unset: it is the package "
+       "version; set it only to try an engine upgrade (installations whose installed "
+       "version's range excludes it are suspended at start and resume when it is set back).",
+       "the package version"),
     _s("KILLLIST_INTERVAL_SECONDS", 10.0, number, "engine", "how often the engine re-reads "
        "the kill list (yanked, quarantined or revoked versions) and stops what it names."),
     _s("VETTING_JOB_SECONDS", 120.0, number, "vetting", "wall-clock budget of one vetting "
@@ -225,6 +240,24 @@ def runtime_options(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"min_level": config["SANDBOX_MIN_LEVEL"] or None,
             "allow_private_hosts": frozenset(h.lower() for h in hosts),
             "uid_base": int(config["SANDBOX_UID_BASE"])}
+
+
+def engine_version(config: Mapping[str, Any] | None = None) -> str:
+    """The engine version this server runs as: ``config["ENGINE_VERSION"]`` (an
+    ``app.config``; the current app's when ``None`` and there is one), else the
+    package version. A bad value is a :class:`ConfigError` naming the setting."""
+    if config is None:
+        from flask import current_app, has_app_context
+
+        if not has_app_context():
+            return ENGINE_VERSION
+        config = current_app.config
+    value = config["ENGINE_VERSION"]
+    try:
+        return semver_text(str(value))
+    except ValueError:
+        raise ConfigError(f"ENGINE_VERSION ({BY_NAME['ENGINE_VERSION'].env}) must be a "
+                          f"version such as 1.4.0, not {value!r}") from None
 
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -29,7 +29,8 @@ from marketplace.settings import (
 SAMPLES = {text: "sample", integer: "7", number: "2.5", flag: "off", names: "a, b"}
 BY_SETTING = {"DATABASE_URL": "postgresql://gears@db.internal/gears",
               "BASE_URL": "https://gears.example", "VETTING_WORKERS": "3",
-              "RATE_LIMIT_STORE": "memory", "SANDBOX_MIN_LEVEL": "standard"}
+              "RATE_LIMIT_STORE": "memory", "SANDBOX_MIN_LEVEL": "standard",
+              "ENGINE_VERSION": "2.0.0"}
 LAYERED = [s for s in SETTINGS if s.name not in BOOTSTRAP]
 
 
@@ -232,3 +233,18 @@ def test_vetting_falls_back_to_the_engines_minimum_level(tmp_path):
     assert sandbox_options(app).min_level == "standard"
     app.config["VETTING_SANDBOX_MIN_LEVEL"] = "dev-unsafe"
     assert sandbox_options(app).min_level == "dev-unsafe"
+
+
+def test_engine_version_is_the_package_version_unless_set(tmp_path):
+    import gears_sdk
+    from marketplace.settings import engine_version
+
+    assert gears_sdk.__version__ == gears_sdk.ENGINE_VERSION
+    base = {"GEARS_SECRET_KEY": "k", "GEARS_INSTANCE_PATH": str(tmp_path)}
+    assert engine_version(load_settings(environ=base, cwd=tmp_path)) == gears_sdk.__version__
+    moved = load_settings(environ={**base, "GEARS_ENGINE_VERSION": "2.1.0"}, cwd=tmp_path)
+    assert engine_version(moved) == "2.1.0"
+    with pytest.raises(ConfigError, match="GEARS_ENGINE_VERSION"):
+        load_settings(environ={**base, "GEARS_ENGINE_VERSION": "two"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="ENGINE_VERSION"):
+        engine_version({"ENGINE_VERSION": "2.x"})
