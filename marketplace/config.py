@@ -37,6 +37,7 @@ __all__ = ["ConfigError", "load_settings", "defaults", "instance_path", "read_en
 BOOTSTRAP = frozenset({"CONFIG", "INSTANCE_PATH"})
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
+ENGINE_NODE_TOKEN_FILE = "engine-node.token"  # noqa: S105 (a file name)
 CONFIG_FILE = "gears.toml"
 
 
@@ -102,7 +103,19 @@ def secret_key(instance: Path) -> str:
     worker, so a generated key is written to ``instance/secret_key`` (mode
     0600) rather than kept in memory.
     """
-    path = instance / SECRET_KEY_FILE
+    return persisted_secret(instance, SECRET_KEY_FILE)
+
+
+def engine_node_token(instance: Path) -> str:
+    """The shared secret of engine nodes and the processes calling them, generated into
+    ``instance/engine-node.token`` (0600) on first use, so every process started on the
+    same instance directory (``marketplace serve`` and what it starts) agrees."""
+    return persisted_secret(instance, ENGINE_NODE_TOKEN_FILE)
+
+
+def persisted_secret(instance: Path, name: str) -> str:
+    """The secret in ``instance/<name>``, written there (mode 0600) if absent or empty."""
+    path = instance / name
     if path.exists():
         key = path.read_text().strip()
         if key:
@@ -149,6 +162,13 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *,
             raise ConfigError(f"MAX_UPLOAD_MB={settings['MAX_UPLOAD_MB']!r} is not a number")
     if not settings.get("SECRET_KEY"):
         settings["SECRET_KEY"] = secret_key(instance)
+    if not settings.get("ENGINE_NODE_TOKEN"):
+        settings["ENGINE_NODE_TOKEN"] = engine_node_token(instance)
+    urls = settings.get("ENGINE_URLS") or []
+    # A config file or a caller may give a string or a list; each URL is checked once, here.
+    settings["ENGINE_URLS"] = settings_table.parse(
+        settings_table.BY_NAME["ENGINE_URLS"],
+        urls if isinstance(urls, str) else ",".join(str(u) for u in urls))
     try:
         settings["TRUSTED_PROXIES"] = max(0, int(settings["TRUSTED_PROXIES"]))
     except (TypeError, ValueError):

@@ -10,10 +10,15 @@ set on a module, so two apps in one process never see each other's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
 
+if TYPE_CHECKING:
+    from marketplace.engine_service import EngineService
+
+#: the app's :class:`~marketplace.engine_service.EngineService` (see :func:`engine`).
+ENGINE = "gears.engine"
 #: ``(installation_id) -> dict | None``: the runtime's view of an installation's health.
 INSTALLATION_HEALTH = "gears.installation_health"
 #: ``(installation_row) -> {"ok": bool, "message": str, ...}``: a connector's ``gear_check``.
@@ -24,3 +29,17 @@ def service(app: Flask, name: str) -> Callable[..., Any] | None:
     """The service registered under ``name``, or ``None`` when no layer offers it."""
     found = app.extensions.get(name)
     return found if callable(found) else None
+
+
+def engine(app: Flask) -> EngineService:
+    """The app's engine service: in-process (embedded) or engine nodes over HTTP.
+
+    The pages, the registry, the demo seed and the bench reach the engine only
+    through it (:mod:`marketplace.engine_service`)."""
+    found = app.extensions.get(ENGINE)
+    if found is None:
+        from marketplace.errors import MarketplaceError
+
+        raise MarketplaceError(503, "engine_unavailable", "this server runs no engine and "
+                               "knows no engine node (set GEARS_ENGINE_URLS)")
+    return cast("EngineService", found)

@@ -71,6 +71,20 @@ def names(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def base_urls(raw: str) -> list[str]:
+    """comma-separated `http://` or `https://` base URLs (host and port, no query)"""
+    from urllib.parse import urlsplit
+
+    found = []
+    for part in names(raw):
+        url = urlsplit(part)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise ValueError(f"{part!r} is not an http(s) base URL")
+        url.port  # noqa: B018 (raises ValueError on a port that is no number)
+        found.append(part.rstrip("/"))
+    return found
+
+
 def bounded(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         value = integer(raw)
@@ -197,6 +211,19 @@ SETTINGS: tuple[Setting, ...] = (
        "version; set it only to try an engine upgrade (installations whose installed "
        "version's range excludes it are suspended at start and resume when it is set back).",
        "the package version"),
+    _s("ENGINE_URLS", [], base_urls, "engine", "comma-separated base URLs of engine nodes "
+       "(`marketplace engine serve`), e.g. `http://127.0.0.1:8001`. Set, the web server runs "
+       "no engine of its own: its pages reach the engine through these nodes and it forwards "
+       "`/engine/v1/*` to them (a node that refuses connections is skipped for a few "
+       "seconds). Empty, the engine runs inside each server process (embedded).",
+       "— (embedded)"),
+    _s("ENGINE_NODE_TOKEN", None, text, "engine", "the shared secret web servers, the "
+       "scheduler and engine nodes present to each other on `/engine/v1/_node/*`. Every "
+       "process of an installation needs the same value.",
+       "generated into `instance/engine-node.token`"),
+    _s("ENGINE_TIMEOUT_SECONDS", 30.0, number, "engine", "the deadline of one call from a "
+       "web server or the scheduler to an engine node (connect, and the whole answer); past "
+       "it the caller answers `503 engine_unavailable`."),
     _s("KILLLIST_INTERVAL_SECONDS", 10.0, number, "engine", "how often the engine re-reads "
        "the kill list (yanked, quarantined or revoked versions) and stops what it names."),
     _s("VETTING_JOB_SECONDS", 120.0, number, "vetting", "wall-clock budget of one vetting "

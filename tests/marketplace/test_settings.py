@@ -30,7 +30,8 @@ SAMPLES = {text: "sample", integer: "7", number: "2.5", flag: "off", names: "a, 
 BY_SETTING = {"DATABASE_URL": "postgresql://gears@db.internal/gears",
               "BASE_URL": "https://gears.example", "VETTING_WORKERS": "3",
               "RATE_LIMIT_STORE": "memory", "SANDBOX_MIN_LEVEL": "standard",
-              "ENGINE_VERSION": "2.0.0"}
+              "ENGINE_VERSION": "2.0.0",
+              "ENGINE_URLS": "http://127.0.0.1:8001, http://127.0.0.1:8002/"}
 LAYERED = [s for s in SETTINGS if s.name not in BOOTSTRAP]
 
 
