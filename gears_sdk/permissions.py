@@ -186,6 +186,45 @@ def filter_event(event: Any, properties: Iterable[str]) -> Any:
             if isinstance(props, dict) else {}}
 
 
+def _profile_argument(permissions: Any, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return filter_profile(value, permissions.profile.read, permissions.events.read)
+
+
+def _content_argument(permissions: Any, value: Any) -> Any:
+    if not (isinstance(value, dict) and isinstance(value.get("items"), list)):
+        return value
+    return {**value, "items": filter_items(value["items"], permissions.catalog.read)}
+
+
+#: How a hook argument carrying workspace data is cut down to what the manifest's
+#: ``permissions`` declare it reads, by argument name. The runtime applies it to every
+#: call and :mod:`gears_sdk.testing` in-process.
+ARGUMENT_FILTERS: dict[str, Callable[[Any, Any], Any]] = {
+    "profile": _profile_argument,
+    "event": lambda permissions, value: filter_event(value, permissions.events.read),
+    "items": lambda permissions, value: filter_items(value, permissions.catalog.read),
+    "content": _content_argument,
+}
+#: Hook arguments passed as they are: ``stream`` and ``cursor`` are the gear's own
+#: values, ``records`` are built by the engine from the fields the manifest reads
+#: (a segment export), ``config`` and ``ctx`` are the installation's own.
+UNFILTERED_ARGUMENTS = frozenset({"stream", "cursor", "records", "config", "ctx"})
+
+
+def filter_arguments(permissions: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of a hook call cut down to what ``permissions`` declare it reads.
+
+    ``profile`` keeps the fields of ``profile.read``; event properties (the
+    ``event`` argument and the profile's ``events``) the names of
+    ``events.read``; catalog items (``items``, and a template content's
+    ``items``) their ``id`` and the fields of ``catalog.read``.
+    """
+    return {name: ARGUMENT_FILTERS[name](permissions, value) if name in ARGUMENT_FILTERS
+            else value for name, value in kwargs.items()}
+
+
 @enforces("secrets")
 def secret_allowed(name: str, declared: Iterable[str]) -> bool:
     """Whether ``ctx.secrets.get(name)`` may answer."""

@@ -12,8 +12,10 @@ results must survive a JSON round trip, as they do across the sandbox.
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -24,9 +26,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gears_sdk.errors import GearsError, HookError
 from gears_sdk.gear_dir import check_gear_dir
-from gears_sdk.hookspecs import HOOKS, get_plugin_manager
+from gears_sdk.hookspecs import HOOKS, LIFECYCLE_HOOKS, get_plugin_manager, spec_arguments
 from gears_sdk.manifest import Manifest
 from gears_sdk.permissions import (
+    filter_arguments,
     filter_event,
     filter_items,
     filter_profile,
@@ -69,7 +72,14 @@ def config_defaults(manifest: Manifest) -> dict[str, Any]:
 
 
 class LoadedGear:
-    """A gear loaded from its directory, with one method per hook."""
+    """A gear loaded from its directory, with one method per hook, named after it
+    without the ``gear_`` prefix (``gear_on_event`` → :meth:`on_event`).
+
+    The methods written below add what a hook's docstring promises beyond the
+    table (``None`` meaning success, records checked against the stream's kind...);
+    every other hook in :data:`~gears_sdk.hookspecs.HOOKS` gets one from
+    :func:`hook_method`.
+    """
 
     def __init__(self, path: Path, manifest: Manifest, module: ModuleType,
                  ctx: FakeContext | None = None):
@@ -132,15 +142,45 @@ class LoadedGear:
         """``value`` typed as :data:`~gears_sdk.hookspecs.HOOKS` says ``hook`` returns."""
         spec = HOOKS[hook]
         cls: Any = spec.result
+        if cls is None or value is None:
+            return None
         try:
             if not spec.many:
-                return cls.from_value(value)
+                return self._check_patch(hook, cls.from_value(value))
             if not isinstance(value, list):
                 raise TypeError(f"expected a list, got {type(value).__name__}")
             return [cls.from_value(v) for v in value]
         except TypeError as exc:
             raise HookError(f"{hook} returned an invalid {cls.__name__}: {exc}",
                             code="invalid_result") from None
+
+    def _check_patch(self, hook: str, value: Any) -> Any:
+        """A profile patch touching what ``permissions.profile.write`` does not declare is
+        refused whole, as the runtime refuses it."""
+        if not isinstance(value, ProfilePatch):
+            return value
+        write = self.manifest.permissions.profile.write
+        bad = patch_violations(value.paths(), write)
+        if bad:
+            raise HookError(
+                f"{hook} returned a patch touching {', '.join(bad)}, which gear.json "
+                f"does not declare under permissions.profile.write "
+                f"(declared: {', '.join(write) or 'none'}); "
+                "the runtime refuses the whole patch",
+                code="patch_refused")
+        return value
+
+    def call_hook(self, hook: str, *, config: dict[str, Any] | None = None,
+                  ctx: FakeContext | None = None, **kwargs: Any) -> Any:
+        """Call ``hook`` the way the runtime does, from the table alone: arguments cut
+        down to what the manifest reads (:data:`gears_sdk.permissions.ARGUMENT_FILTERS`),
+        the result typed as :data:`~gears_sdk.hookspecs.HOOKS` says (a profile patch
+        held to ``permissions.profile.write``). A lifecycle hook the gear does not
+        declare is not called, as in the engine."""
+        if hook in LIFECYCLE_HOOKS and hook not in self.manifest.hooks:
+            return None
+        kwargs = filter_arguments(self.manifest.permissions, kwargs)
+        return self._normalize(hook, self.call(hook, config=config, ctx=ctx, **kwargs))
 
     # -- extension --------------------------------------------------------
 
@@ -152,16 +192,6 @@ class LoadedGear:
         raw = self.call("gear_on_event", event=event, profile=self._profile(profile),
                         config=config, ctx=ctx)
         patch: ProfilePatch | None = self._normalize("gear_on_event", raw)
-        if patch is not None:
-            write = self.manifest.permissions.profile.write
-            bad = patch_violations(patch.paths(), write)
-            if bad:
-                raise HookError(
-                    f"gear_on_event returned a patch touching {', '.join(bad)}, which gear.json "
-                    f"does not declare under permissions.profile.write "
-                    f"(declared: {', '.join(write) or 'none'}); "
-                    "the runtime refuses the whole patch",
-                    code="patch_refused")
         return patch
 
     def score_items(self, profile: dict[str, Any] | None, items: list[dict[str, Any]],
@@ -255,6 +285,35 @@ class LoadedGear:
         """Call ``gear_uninstall`` if the gear declares it."""
         if "gear_uninstall" in self.manifest.hooks:
             self.call("gear_uninstall", config=config, ctx=ctx)
+
+
+def hook_method(hook: str) -> Callable[..., Any]:
+    """The :class:`LoadedGear` method for ``hook``: its spec's arguments (positional or
+    by name, ``config`` and ``ctx`` by name) passed to :meth:`LoadedGear.call_hook`."""
+    names = tuple(a for a in spec_arguments(hook) if a not in ("config", "ctx"))
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter("self", positional)]
+        + [inspect.Parameter(n, positional) for n in names]
+        + [inspect.Parameter(n, keyword, default=None) for n in ("config", "ctx")])
+
+    def method(self: LoadedGear, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        del values["self"]
+        return self.call_hook(hook, **values)
+
+    method.__name__ = method.__qualname__ = hook.removeprefix("gear_")
+    method.__doc__ = f"Call ``{hook}`` (:meth:`LoadedGear.call_hook`)."
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    return method
+
+
+for _hook in HOOKS:
+    if not hasattr(LoadedGear, _hook.removeprefix("gear_")):
+        setattr(LoadedGear, _hook.removeprefix("gear_"), hook_method(_hook))
 
 
 def load_gear(path: str | Path, *, secrets: dict[str, str] | None = None) -> LoadedGear:

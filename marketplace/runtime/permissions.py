@@ -17,13 +17,8 @@ from typing import Any
 
 from gears_sdk.hookspecs import HOOKS
 from gears_sdk.manifest import Manifest
-from gears_sdk.permissions import (
-    filter_event,
-    filter_items,
-    filter_profile,
-    host_allowed,
-    patch_violations,
-)
+from gears_sdk.permissions import filter_arguments as sdk_filter_arguments
+from gears_sdk.permissions import host_allowed, patch_violations
 from gears_sdk.types import ProfilePatch
 from gears_sdk.values import DEFAULT_LIMITS, ValueLimits, ValueRejected, check_value
 from gears_sdk.worker.protocol import MAX_MESSAGE_BYTES
@@ -50,26 +45,9 @@ class ResultRefused(ValueError):
 
 
 def filter_arguments(manifest: Manifest, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` cut down to what the manifest declares it reads.
-
-    ``profile`` keeps the fields of ``permissions.profile.read``; event
-    properties (the ``event`` argument and the profile's ``events``) the names
-    of ``permissions.events.read``; catalog items (``items``, and a template
-    content's ``items``) their ``id`` and the fields of
-    ``permissions.catalog.read``.
-    """
-    perms = manifest.permissions
-    out = dict(kwargs)
-    if isinstance(out.get("profile"), dict):
-        out["profile"] = filter_profile(out["profile"], perms.profile.read, perms.events.read)
-    if "event" in out:
-        out["event"] = filter_event(out["event"], perms.events.read)
-    if "items" in out:
-        out["items"] = filter_items(out["items"], perms.catalog.read)
-    content = out.get("content")
-    if isinstance(content, dict) and isinstance(content.get("items"), list):
-        out["content"] = {**content, "items": filter_items(content["items"], perms.catalog.read)}
-    return out
+    """``kwargs`` cut down to what the manifest declares it reads
+    (:func:`gears_sdk.permissions.filter_arguments`, by argument name)."""
+    return sdk_filter_arguments(manifest.permissions, kwargs)
 
 
 def normalize_result(manifest: Manifest, hook: str, value: Any) -> Any:

@@ -3,9 +3,12 @@ shaped by what the gear declares, so its hooks run their real code paths."""
 
 from __future__ import annotations
 
+import itertools
 import secrets as secrets_module
+from collections.abc import Callable
 from typing import Any
 
+from gears_sdk.hookspecs import HOOKS, spec_arguments
 from gears_sdk.manifest import Manifest, secret_fields
 
 SAMPLE_PROFILE: dict[str, Any] = {
@@ -99,36 +102,44 @@ def config_for(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     return config, secrets
 
 
+def _content() -> dict[str, Any]:
+    return {"title": "Welcome back", "body": "Picked for you", "items": SAMPLE_ITEMS[:3],
+            "placement": "home_hero"}
+
+
+Samples = Callable[[Manifest, list[str]], list[Any]]
+
+#: The values each hook argument takes in the dynamic run, by argument name (a hook is
+#: called once per combination); :data:`EMPTY` adds one call with the edge values when
+#: all of a hook's arguments have one.
+SAMPLES: dict[str, Samples] = {
+    "stream": lambda manifest, streams: streams[:2],
+    "cursor": lambda manifest, streams: [None],
+    "records": lambda manifest, streams: [[dict(SAMPLE_PROFILE["attributes"])]],
+    "event": lambda manifest, streams: events_for(manifest),
+    "profile": lambda manifest, streams: [profile_for(manifest)],
+    "items": lambda manifest, streams: [SAMPLE_ITEMS],
+    "content": lambda manifest, streams: [_content()],
+}
+EMPTY: dict[str, Any] = {"event": {"type": "unknown"}, "profile": {}, "items": [], "content": {}}
+#: Lifecycle hooks run first and last; every other hook in the table's order between.
+FIRST, LAST = ("gear_install",), ("gear_uninstall",)
+
+
+def _hook_calls(hook: str, manifest: Manifest, streams: list[str]) -> list[dict[str, Any]]:
+    names = [a for a in spec_arguments(hook) if a not in ("config", "ctx")]
+    values = [SAMPLES[name](manifest, streams) for name in names]
+    calls = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+    if names and all(name in EMPTY for name in names):
+        calls.append({name: EMPTY[name] for name in names})
+    return calls
+
+
 def calls_for(manifest: Manifest, streams: list[str] | None = None
               ) -> list[tuple[str, dict[str, Any]]]:
-    """``(hook, kwargs)`` for every declared hook, lifecycle first and last."""
-    profile = profile_for(manifest)
-    calls: list[tuple[str, dict[str, Any]]] = []
-    hooks = set(manifest.hooks)
-    if "gear_install" in hooks:
-        calls.append(("gear_install", {}))
-    if "gear_check" in hooks:
-        calls.append(("gear_check", {}))
-    if "gear_streams" in hooks:
-        calls.append(("gear_streams", {}))
-    for stream in (streams or ["default"])[:2]:
-        if "gear_read" in hooks:
-            calls.append(("gear_read", {"stream": stream, "cursor": None}))
-        if "gear_write" in hooks:
-            calls.append(("gear_write", {"stream": stream,
-                                         "records": [dict(SAMPLE_PROFILE["attributes"])]}))
-    if "gear_on_event" in hooks:
-        calls += [("gear_on_event", {"event": e, "profile": profile})
-                  for e in events_for(manifest)]
-        calls.append(("gear_on_event", {"event": {"type": "unknown"}, "profile": {}}))
-    if "gear_score_items" in hooks:
-        calls.append(("gear_score_items", {"profile": profile, "items": SAMPLE_ITEMS}))
-        calls.append(("gear_score_items", {"profile": {}, "items": []}))
-    if "gear_render" in hooks:
-        content = {"title": "Welcome back", "body": "Picked for you", "items": SAMPLE_ITEMS[:3],
-                   "placement": "home_hero"}
-        calls.append(("gear_render", {"profile": profile, "content": content}))
-        calls.append(("gear_render", {"profile": {}, "content": {}}))
-    if "gear_uninstall" in hooks:
-        calls.append(("gear_uninstall", {}))
-    return calls
+    """``(hook, kwargs)`` for every declared hook, lifecycle first and last, each hook
+    with the spec's arguments drawn from :data:`SAMPLES`."""
+    middle = tuple(h for h in HOOKS if h not in FIRST + LAST)
+    names = streams or ["default"]
+    return [(hook, kwargs) for hook in FIRST + middle + LAST if hook in manifest.hooks
+            for kwargs in _hook_calls(hook, manifest, names)]

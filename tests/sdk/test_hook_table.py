@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import inspect
 import json
 import re
 from pathlib import Path
@@ -163,11 +164,74 @@ def test_every_hook_has_a_test_of_its_own(name):
 
 @pytest.mark.parametrize("name", sorted(HOOKS))
 def test_the_sdk_harness_calls_every_hook(name):
-    """gears_sdk.testing.LoadedGear has a method per hook, named after it."""
+    """gears_sdk.testing.LoadedGear has a method per hook, named after it, taking the
+    spec's arguments by name (written by hand or made from the table)."""
     from gears_sdk.testing import LoadedGear
 
     method = getattr(LoadedGear, name.removeprefix("gear_"), None)
     assert callable(method) and name in (method.__doc__ or "")
+    params = inspect.signature(method).parameters
+    assert set(hookspecs.spec_arguments(name)) <= set(params)
+    assert list(params)[1:len(hookspecs.spec_arguments(name)) - 1] == \
+        [a for a in hookspecs.spec_arguments(name) if a not in ("config", "ctx")]
+
+
+EXTENSION = """
+@hookimpl
+def gear_on_event(event, profile, config, ctx):
+    if event["type"] == "bad":
+        return {"set": {"attributes.email": "x"}}
+    return {"set": {"traits.score": sorted(profile) + sorted(event["properties"])}}
+
+@hookimpl
+def gear_score_items(profile, items, config, ctx):
+    if items and items[0]["id"] == "not-a-list":
+        return {"item_id": "a", "score": 1}
+    return [{"item_id": i["id"], "score": len(i)} for i in items] if items else None
+"""
+
+
+def test_a_hook_needs_no_harness_code_beyond_the_table(tmp_path):
+    """The method the harness makes from the table for a hook (as it does for any hook
+    without a hand-written one) filters the arguments by the manifest's permissions,
+    types the result, refuses a patch outside profile.write and a result of the wrong
+    shape, exactly as the runtime does."""
+    from gears_sdk.errors import HookError
+    from gears_sdk.testing.loaded import hook_method
+    from gears_sdk.types import ItemScore, ProfilePatch
+    from tests.sdk.test_hooks import gear
+
+    loaded = gear(tmp_path, "extension", ["gear_on_event", "gear_score_items"], EXTENSION)
+    on_event, score_items = hook_method("gear_on_event"), hook_method("gear_score_items")
+    profile = {"id": "u1", "attributes": {"email": "a@b.c"}, "traits": {"rfm": 1}}
+    event = {"type": "view", "user_id": "u1", "properties": {"path": "/"}}
+    assert on_event(loaded, event, profile=profile) == \
+        ProfilePatch(set={"traits.score": ["traits"]})
+    with pytest.raises(HookError) as refused:
+        on_event(loaded, {**event, "type": "bad"}, profile)
+    assert refused.value.code == "patch_refused"
+    assert score_items(loaded, profile, [{"id": "a", "price": 2, "cost": 1}]) == \
+        [ItemScore("a", 2)]
+    assert score_items(loaded, profile, []) is None
+    with pytest.raises(HookError) as invalid:
+        score_items(loaded, profile, [{"id": "not-a-list"}])
+    assert invalid.value.code == "invalid_result"
+    with pytest.raises(TypeError):
+        score_items(loaded, profile)
+
+
+def test_every_hook_argument_has_a_permission_rule_and_a_vetting_sample():
+    """An argument name is filtered by the manifest's permissions or declared as passed
+    as it is, and the dynamic vetting run has values for it: a hook taking a new kind of
+    argument cannot slip past either."""
+    from gears_sdk.permissions import ARGUMENT_FILTERS, UNFILTERED_ARGUMENTS
+    from marketplace.vetting.inputs import SAMPLES
+
+    assert not set(ARGUMENT_FILTERS) & UNFILTERED_ARGUMENTS
+    for name in HOOKS:
+        for arg in hookspecs.spec_arguments(name):
+            assert arg in set(ARGUMENT_FILTERS) | UNFILTERED_ARGUMENTS, (name, arg)
+            assert arg in SAMPLES or arg in ("config", "ctx"), (name, arg)
 
 
 @pytest.mark.parametrize("kind", KINDS)
