@@ -30,7 +30,8 @@ __all__ = ["EngineManager", "decide", "get_engine", "ingest_events", "init_app",
 
 
 def init_app(app: Flask) -> None:
-    """Attach the engine manager, listen to installation changes, mount the API and pages."""
+    """Attach the engine manager, drain the lifecycle outbox on installation changes, mount
+    the API."""
     from marketplace.engine.api import bp
     from marketplace.engine.connectors import connection_test
     from marketplace.engine.lifecycle import Lifecycle
@@ -59,6 +60,7 @@ def shutdown(app: Flask) -> None:
     lifecycle = app.extensions.pop("gears_engine_lifecycle", None)
     if lifecycle is not None:
         lifecycle.disconnect()
+        lifecycle.stop()
     manager = app.extensions.get("gears_engine")
     if manager is not None:
         manager.shutdown()

@@ -16,7 +16,7 @@ which verifies it before it runs). A workspace's list of installations is
 re-read from the database every :data:`REFRESH_SECONDS`, so a change made by
 another process (another node, the web server) is picked up even without
 its outbox row reaching this node; lifecycle work (``gear_install``,
-uninstall cleanup) comes through the ``engine_events`` outbox
+uninstall cleanup) comes through the ``engine_outbox`` outbox
 (:mod:`marketplace.engine.lifecycle`).
 """
 

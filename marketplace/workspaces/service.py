@@ -2,11 +2,12 @@
 
 Plain functions over a SQLAlchemy session, without Flask, so the API, the web
 pages, the operator CLI and the runtime share one implementation. Each change
-commits its own transaction — the change, its audit entry and the gear's
-install count together — and only then announces itself through
+commits its own transaction — the change, its audit entry, the gear's install
+count and its row in the engine's outbox (:mod:`marketplace.workspaces.outbox`)
+together — and only then announces itself through
 :mod:`marketplace.workspaces.events`, so listeners never act on a change that
-was rolled back. Refusals raise :class:`~marketplace.errors.MarketplaceError`
-with a stable code:
+was rolled back, and engine nodes in other processes learn of every change.
+Refusals raise :class:`~marketplace.errors.MarketplaceError` with a stable code:
 
 ``gear_not_found`` 404, ``installation_not_found`` 404, ``invalid_version`` 422,
 ``invalid_config`` 422 (every problem in ``details``), ``consent_required`` 422
@@ -34,7 +35,7 @@ from marketplace.audit import SystemActor
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, User, Workspace
 from marketplace.registry.states import lock_gear
-from marketplace.workspaces import events
+from marketplace.workspaces import events, outbox
 from marketplace.workspaces.capabilities import describe_capability
 from marketplace.workspaces.models import Installation, InstallationStatus
 from marketplace.workspaces.planning import (
@@ -213,6 +214,7 @@ def install(session: Session, workspace: Workspace, gear_name: str, *,
     recount_installs(session, gear)
     audit.record(session, actor, "installation.install", "installation", inst.id,
                  after=_state(inst))
+    outbox.record(session, outbox.EventKind.installed, inst)
     session.commit()
     events.announce(events.on_installed, _event(inst))
     return inst
@@ -262,6 +264,7 @@ def upgrade(session: Session, inst: Installation, *, version_spec: str | None = 
               "installation.downgrade")
     audit.record(session, actor, action, "installation", inst.id, before=before,
                  after=_state(inst))
+    outbox.record(session, outbox.EventKind.changed, inst)
     session.commit()
     if previous != inst.version:
         events.announce(events.on_upgraded, _event(inst, previous_version=previous))
@@ -290,6 +293,7 @@ def update_config(session: Session, inst: Installation, config: dict[str, Any] |
         inst.secrets_encrypted = box.encrypt(secrets)
     audit.record(session, actor, "installation.configure", "installation", inst.id,
                  before=before, after=_state(inst))
+    outbox.record(session, outbox.EventKind.changed, inst)
     session.commit()
     events.announce(events.on_config_changed, _event(inst))
     return inst
@@ -318,6 +322,7 @@ def set_enabled(session: Session, inst: Installation, enabled: bool, actor: User
     inst.disabled_reason = None if enabled else reason
     audit.record(session, actor, "installation.enable" if enabled else "installation.disable",
                  "installation", inst.id, before=before, after=_state(inst), reason=reason)
+    outbox.record(session, outbox.EventKind.changed, inst)
     session.commit()
     events.announce(events.on_enabled_changed, _event(inst))
     return inst
@@ -342,6 +347,7 @@ def mark_failed(session: Session, installation_id: str, reason: str) -> Installa
     inst.disabled_reason = reason
     audit.record(session, None, "installation.fail", "installation", inst.id,
                  before=before, after=_state(inst), reason=reason)
+    outbox.record(session, outbox.EventKind.changed, inst)
     session.commit()
     events.announce(events.on_enabled_changed, _event(inst))
     return inst
@@ -377,6 +383,7 @@ def uninstall(session: Session, inst: Installation, actor: User | None) -> None:
         raise MarketplaceError(404, "installation_not_found",
                                f"workspace {where!r} has no installation {event.id!r}: it "
                                "was uninstalled meanwhile")
+    outbox.record(session, outbox.EventKind.uninstalled, inst, final=True)
     session.expunge(inst)
     recount_installs(session, gear)
     audit.record(session, actor, "installation.uninstall", "installation", event.id,
