@@ -47,7 +47,7 @@ from marketplace.engine.upserts import ensure_rows
 from marketplace.engine.validation import ITEM_FIELDS, ProblemDetail, check_event, check_item, problem
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
-from marketplace.runtime import GearFailure
+from marketplace.runtime import HookDeclined, settle
 
 MAX_PAGES_PER_STREAM = 1000
 EXPORT_BATCH = 500
@@ -83,9 +83,11 @@ def _call(engine: EngineManager, session: Session, wg: WorkspaceGears, installat
     results = caller(**kwargs, config=None, ctx=None)
     if not results:
         raise SyncFailed(f"{hook}: the connector did not answer")
-    if isinstance(results[0], GearFailure):
-        raise SyncFailed(str(results[0].error))
-    return results[0].value
+    try:
+        settled = settle(hook, results[:1])
+    except HookDeclined as exc:
+        raise SyncFailed(str(exc)) from None
+    return settled[0].value if settled else None
 
 
 def check(engine: EngineManager, session: Session, workspace: Workspace,

@@ -34,7 +34,7 @@ from marketplace.engine.models import CatalogItem, Decision, Profile, Segment
 from marketplace.engine.profiles import profile_doc, recent_events
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
-from marketplace.runtime import GearFailure, GearResult
+from marketplace.runtime import GearFailure, GearResult, HookDeclined, settle
 from marketplace.runtime.errors import GearCallError
 
 #: How many catalog items are considered (and sent to scorers) per decision.
@@ -102,16 +102,28 @@ def _items(engine: EngineManager, session: Session, wg: WorkspaceGears, spec: di
         return []
     caller, failed = engine.hook(session, wg, "gear_score_items")
     outcomes.extend(failed)
+    results = caller(profile=doc, items=items, config=None, ctx=None) \
+        if caller.get_hookimpls() else []
+    return ranked(items, results, outcomes)[:count]
+
+
+def ranked(items: list[dict[str, Any]], results: list[GearResult | GearFailure],
+           outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """``items`` ordered by the sum of the gears' scores (ties keep the engine's order);
+    a failure is handled by ``gear_score_items``' policy: under ``decide`` the engine's
+    order stands."""
+    outcomes.extend(_outcome(r, "gear_score_items") for r in results)
+    try:
+        settled = settle("gear_score_items", results)
+    except HookDeclined:
+        return list(items)
     scores = dict.fromkeys((i["id"] for i in items), 0.0)
-    if caller.get_hookimpls():
-        for r in caller(profile=doc, items=items, config=None, ctx=None):
-            outcomes.append(_outcome(r, "gear_score_items"))
-            for score in (r.value or []) if isinstance(r, GearResult) else []:
-                if score.item_id in scores and isinstance(score.score, (int, float)):
-                    scores[score.item_id] += float(score.score)
+    for r in settled:
+        for score in r.value or []:
+            if score.item_id in scores and isinstance(score.score, (int, float)):
+                scores[score.item_id] += float(score.score)
     order = {i["id"]: n for n, i in enumerate(items)}
-    items.sort(key=lambda i: (-scores[i["id"]], order[i["id"]]))
-    return items[:count]
+    return sorted(items, key=lambda i: (-scores[i["id"]], order[i["id"]]))
 
 
 def _outcome(r: GearResult | GearFailure, hook: str) -> Outcome:
@@ -139,9 +151,14 @@ def _render(engine: EngineManager, session: Session, wg: WorkspaceGears, install
                                 "the template rendered nothing"))
         return None
     outcomes.append(_outcome(r, "gear_render"))
-    if isinstance(r, GearFailure):
+    try:
+        settled = settle("gear_render", [r])
+    except HookDeclined:  # the campaign's fallback
         return None
-    return {"html": sanitize(r.value.html), "data": r.value.data}
+    if not settled:
+        return None
+    value = settled[0].value
+    return {"html": sanitize(value.html), "data": value.data}
 
 
 def decide(engine: EngineManager, session: Session, workspace: Workspace, user_id: str,

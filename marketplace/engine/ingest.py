@@ -60,7 +60,7 @@ from marketplace.engine.state import StagedState, staged_state, write_staged
 from marketplace.engine.upserts import insert_for
 from marketplace.engine.validation import NewEvent
 from marketplace.models import Workspace
-from marketplace.runtime import GearFailure, GearResult
+from marketplace.runtime import GearFailure, GearResult, HookDeclined, settle
 from marketplace.runtime.proxy import GearProxy
 
 
@@ -143,6 +143,10 @@ class _Patch:
 
 def _apply_results(engine: EngineManager, results: list[Any], e: NewEvent,
                    doc: dict[str, Any], result: IngestResult, patches: list[_Patch]) -> None:
+    try:
+        settle("gear_on_event", results)
+    except HookDeclined:  # the event stands without any gear's patch
+        results = [r for r in results if isinstance(r, GearFailure)]
     for r in results:
         if isinstance(r, GearFailure):
             result.error(r.installation, r.gear, r.error.code, r.error.message)

@@ -17,7 +17,15 @@ from marketplace.runtime.errors import (
 )
 from marketplace.runtime.installation import Installation
 from marketplace.runtime.launcher import ResourceLimits
-from marketplace.runtime.proxy import HOOK_POLICY, GearFailure, GearResult, make_proxy, successes
+from marketplace.runtime.proxy import (
+    HOOK_POLICY,
+    GearFailure,
+    GearResult,
+    HookDeclined,
+    make_proxy,
+    settle,
+    successes,
+)
 from marketplace.runtime.runtime import Runtime
 from marketplace.runtime.sandbox import LEVELS, SandboxReport, probe_sandbox_level
 from marketplace.runtime.state import JsonFileStateStore, MemoryStateStore, StateStore
@@ -33,6 +41,7 @@ __all__ = [
     "GearProtocolError",
     "GearResult",
     "GearTimeout",
+    "HookDeclined",
     "Installation",
     "JsonFileStateStore",
     "MemoryStateStore",
@@ -44,5 +53,6 @@ __all__ = [
     "Worker",
     "make_proxy",
     "probe_sandbox_level",
+    "settle",
     "successes",
 ]

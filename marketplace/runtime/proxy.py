@@ -28,6 +28,10 @@ What the caller does with a failure depends on the hook's ``policy`` in
     "connection failed", sync aborted with the cursor unchanged, install
     aborted) — :meth:`GearFailure.raise_` turns it back into the exception.
 
+Engine code hands a call's results to :func:`settle`, which applies the policy
+the table gives: the successes come back, a ``decide`` failure raises
+:class:`HookDeclined`.
+
 :meth:`GearProxy.call_batch` makes the same calls for a list of arguments in
 one exchange with the worker (the engine uses it for ``gear_on_event``).
 """
@@ -79,6 +83,27 @@ class GearFailure:
 def successes(results: Iterable[GearResult | GearFailure]) -> list[GearResult]:
     """The successful results of a fan-out, in pluggy's order."""
     return [r for r in results if isinstance(r, GearResult)]
+
+
+class HookDeclined(Exception):
+    """A hook whose policy is ``decide`` failed: the caller falls back."""
+
+    def __init__(self, failure: GearFailure):
+        super().__init__(str(failure.error))
+        self.failure = failure
+
+
+def settle(hook: str, results: Iterable[GearResult | GearFailure]) -> list[GearResult]:
+    """The successes of a call of ``hook``, its failures handled by the hook's policy in
+    :data:`gears_sdk.hookspecs.HOOKS`: under ``notify`` they are skipped (the runtime has
+    counted and logged them; the caller reports them with the rest), under ``decide``
+    the first one raises :class:`HookDeclined` for the caller to fall back."""
+    results = list(results)
+    if HOOK_POLICY[hook] == "decide":
+        for r in results:
+            if isinstance(r, GearFailure):
+                raise HookDeclined(r)
+    return successes(results)
 
 
 class GearProxy:
