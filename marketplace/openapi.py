@@ -27,6 +27,8 @@ from marketplace.openapi_parts import (
     state_change,
 )
 from marketplace.registry import openapi_trust as trust
+from marketplace.workspaces.health import ACTIONS as HEALTH_ACTIONS
+from marketplace.workspaces.health import STATES as HEALTH_STATES
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -143,9 +145,38 @@ SCHEMAS: dict[str, Any] = {
             "latest_version": nullable(STR),
             "upgrade_available": BOOL,
             "version_yanked": BOOL, "version_quarantined": BOOL,
-            "health": nullable({"type": "object"}),
+            "health": ref("InstallationHealth"),
             "created_at": nullable(DATE), "updated_at": nullable(DATE),
             "url": STR,
+        },
+    },
+    "InstallationHealth": {
+        "type": "object",
+        "description": "The installation's explicit state and the numbers every engine process "
+                       "adds to (the same from every web process; kept across restarts)",
+        "required": ["state", "reason", "next_step", "next_action", "calls", "errors",
+                     "timeouts", "restarts", "busy", "failures", "p50_ms", "p99_ms",
+                     "last_error", "last_error_at", "last_call_at", "logs", "updated_at"],
+        "additionalProperties": False,
+        "properties": {
+            "state": {"enum": list(HEALTH_STATES)},
+            "reason": {**STR, "description": "why it is in this state, in words"},
+            "next_step": {**STR, "description": "what the workspace's members can do"},
+            "next_action": {"enum": list(HEALTH_ACTIONS)},
+            "calls": INT, "errors": INT, "timeouts": INT, "restarts": INT,
+            "busy": {**INT, "description": "calls refused at once because the gear was busy"},
+            "failures": {"type": "object", "additionalProperties": INT,
+                         "description": "failed calls by error code"},
+            "p50_ms": nullable({"type": "number", "description": "upper bound of the "
+                                "latency bucket holding the median call"}),
+            "p99_ms": nullable({"type": "number"}),
+            "last_error": nullable(STR), "last_error_at": nullable(DATE),
+            "last_call_at": nullable(DATE),
+            "logs": {"type": "array", "maxItems": 20, "items": {
+                "type": "object", "required": ["at", "level", "message"],
+                "properties": {"at": DATE, "level": STR, "message": STR}},
+                "description": "the last ctx.log lines, oldest first"},
+            "updated_at": nullable(DATE),
         },
     },
     "InstallationList": {

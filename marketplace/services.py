@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 #: the app's :class:`~marketplace.engine_service.EngineService` (see :func:`engine`).
 ENGINE = "gears.engine"
-#: ``(installation_id) -> dict | None``: the runtime's view of an installation's health.
-INSTALLATION_HEALTH = "gears.installation_health"
 #: ``(installation_row) -> {"ok": bool, "message": str, ...}``: a connector's ``gear_check``.
 CONNECTION_TESTER = "gears.connection_tester"
 

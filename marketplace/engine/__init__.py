@@ -42,7 +42,6 @@ def init_app(app: Flask) -> None:
     lifecycle.connect()
     app.extensions["gears_engine"] = manager
     app.extensions["gears_engine_lifecycle"] = lifecycle
-    app.extensions[services.INSTALLATION_HEALTH] = manager.health
     app.extensions[services.CONNECTION_TESTER] = lambda row: connection_test(manager, row)
     app.register_blueprint(bp)
     app.register_blueprint(openapi_bp)

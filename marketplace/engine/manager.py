@@ -40,6 +40,7 @@ from gears_sdk.hookspecs import get_plugin_manager
 from gears_sdk.manifest import Manifest, Permissions, load_manifest
 from marketplace.blobs import get_blob_store
 from marketplace.db import database
+from marketplace.engine.health_sync import HealthSync
 from marketplace.engine.state import DbStateStore
 from marketplace.models import Gear, GearVersion, Workspace
 from marketplace.registry.signing import VersionSignature, keyring
@@ -155,6 +156,10 @@ class EngineManager:
         self._failures: list[tuple[str, str]] = []
         self._starting: dict[str, Turns] = {}
         self.killswitch: KillListPoller | None = None
+        #: installation ids of this app's database seen by this manager: only their
+        #: health is written to it (a runtime may be shared by several apps in tests)
+        self._known: set[str] = set()
+        self.health_sync: HealthSync | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -170,8 +175,20 @@ class EngineManager:
             else:
                 fresh = False
         if fresh:
+            self._sync_health(self._runtime)
             self.start_killswitch()
         return self._runtime
+
+    def _sync_health(self, runtime: Runtime) -> None:
+        """Write ``runtime``'s health deltas for this app's installations to its database,
+        about once a second from a thread (not with an in-memory SQLite database: its one
+        shared connection must not commit under a request; there the requests flush)."""
+        if self.health_sync is not None:
+            self.health_sync.stop()
+        engine = database(self.app).engine
+        self.health_sync = HealthSync(engine, runtime.ledger, self._known.__contains__)
+        if not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")):
+            self.health_sync.start()
 
     def start_killswitch(self, interval: float | None = None) -> KillListPoller | None:
         """Poll the registry's signed kill list and stop quarantined gears' workers.
@@ -209,6 +226,7 @@ class EngineManager:
         runtime.on_disable = self.queue_failure
         self._runtime = runtime
         self._owns_runtime = False
+        self._sync_health(runtime)
 
     # -- workspaces ---------------------------------------------------------------------
 
@@ -231,6 +249,7 @@ class EngineManager:
                   & (GearVersion.version == InstallationRow.version))
             .where(InstallationRow.workspace_id == wg.id)).all()
         fresh = {row.id: _installed(row, manifest) for row, manifest in rows}
+        self._known.update(fresh)
         for iid, old in list(wg.installations.items()):
             new = fresh.get(iid)
             if new is None or new.fingerprint != old.fingerprint:
@@ -307,6 +326,8 @@ class EngineManager:
             log.error("cannot start %s (%s): %s", inst.gear, inst.id, exc)
             out = Outcome(inst.id, inst.gear, hook, False, getattr(exc, "code", "load_failed"),
                           str(exc))
+            if out.error not in ("busy", "restarting"):  # why it is not running, for everyone
+                self.runtime.ledger.not_running(inst.id, out.error or "load_failed", str(exc))
             if out.error != "busy":
                 with self._lock:
                     tries = wg.retry_at.get(inst.id, (0, 0.0))[0] + 1
@@ -427,22 +448,13 @@ class EngineManager:
                 session.rollback()
             finally:
                 session.close()
+        if self.health_sync is not None:
+            self.health_sync.flush_urgent()
 
     def refuse(self, installation: str, code: str, message: str) -> None:
         """Count a result refused when the engine applied it as ``installation``'s failure."""
         if self._runtime is not None:
             self._runtime.refuse(installation, code, message)
-
-    def health(self, installation: str) -> dict[str, Any] | None:
-        """The runtime's counters for ``installation``, or ``None`` when it is not running."""
-        if self._runtime is None:
-            return None
-        snap = self._runtime.health().get(installation)
-        if snap is None:
-            return None
-        return {k: snap[k] for k in ("calls", "errors", "timeouts", "restarts", "busy", "disabled",
-                                     "reason", "last_error", "failures", "p50_ms", "p99_ms",
-                                     "level")}
 
     def remove_data(self, installation: str) -> None:
         """Delete the installation's data dir and its filesystem image for good."""
@@ -476,6 +488,8 @@ class EngineManager:
             runtime, owned = self._runtime, self._owns_runtime
             if owned:
                 self._runtime, self._owns_runtime = None, False
+        if self.health_sync is not None:  # after the workers stopped: their last counts
+            self.health_sync.stop()
         if owned and runtime is not None:
             atexit.unregister(self.shutdown)
             runtime.close()

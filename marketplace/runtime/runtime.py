@@ -38,7 +38,12 @@ from marketplace.runtime.datadir import (
 )
 from marketplace.runtime.errors import GearCallError, GearDisabled, SandboxError
 from marketplace.runtime.files import TREE_DEADLINE_S, chown_tree, remove_tree
-from marketplace.runtime.health import DEFAULT_FAILURE_THRESHOLD, Health, OnDisable
+from marketplace.runtime.health import (
+    DEFAULT_FAILURE_THRESHOLD,
+    Health,
+    HealthLedger,
+    OnDisable,
+)
 from marketplace.runtime.http import HostHttp, allowed_private_hosts_from_env
 from marketplace.runtime.installation import Installation
 from marketplace.runtime.launcher import LaunchPlan, ResourceLimits, plan_standard, plan_strict
@@ -138,6 +143,9 @@ class Runtime:
         #: the health of installations whose worker failed to start, kept for the next
         #: start so consecutive start failures add up and trip the breaker
         self._failed_starts: dict[str, Health] = {}
+        #: what happened to each installation since the engine last took it, for the
+        #: health every process shares (see :mod:`marketplace.runtime.health`)
+        self.ledger = HealthLedger()
         self._lock = threading.Lock()
 
     # -- installations --------------------------------------------------------
@@ -223,7 +231,8 @@ class Runtime:
                 raise SandboxError(f"installation {inst.id} is already running",
                                    code="already_started")
             health = (self._failed_starts.pop(inst.id, None)
-                      or Health(inst.id, self.failure_threshold, self.on_disable))
+                      or Health(inst.id, self.failure_threshold, self.on_disable,
+                                ledger=self.ledger))
             if health.disabled:
                 self._failed_starts[inst.id] = health
                 raise GearDisabled(f"disabled: {health.reason}", installation=inst.id,
@@ -258,6 +267,7 @@ class Runtime:
             if entry is not None:
                 self._unmount_data(entry)
             raise
+        self.ledger.started(inst.id)
         return worker
 
     def _mount_data(self, inst: Installation, uid: int | None, data: Path) -> bool:

@@ -291,6 +291,7 @@ class Worker:
         text = strip_controls(str(message.get("message", ""))[:8192])
         if self._admit(text):
             self.services.log({**message, "message": text})
+            self.health.logged(str(message.get("level") or "info"), text)
 
     def _died(self, during: str, code: str = "crashed") -> GearCallError:
         """The error for a worker that exited on its own: ``memory_limit`` when the

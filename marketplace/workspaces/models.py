@@ -17,7 +17,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Enum, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Enum,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from marketplace.db import Base, UTCDateTime, utcnow
@@ -75,3 +84,43 @@ class Installation(Base):
 
     def __repr__(self) -> str:
         return f"<Installation {self.id} {self.gear_id}@{self.version} {self.status.value}>"
+
+
+class InstallationHealth(Base):
+    """How an installation's gear has been doing, one row shared by every process and node.
+
+    Engine processes add what they counted since their last flush (about once a
+    second, and at once when a breaker trips or a start fails; see
+    :mod:`marketplace.engine.health_sync`): counters with ``SET calls = calls + :n``,
+    the JSON parts under a row lock. Read by one function,
+    :func:`marketplace.workspaces.health.installation_state`, for the API and the pages.
+    ``latency_buckets`` counts calls per bucket of
+    :data:`marketplace.runtime.health.LATENCY_BUCKETS_MS` (p50/p99 come from it);
+    ``logs`` holds the last ``ctx.log`` lines (already stripped of control sequences);
+    ``not_running_code``/``_reason`` say why the last start failed, cleared by the next
+    start that succeeds.
+    """
+
+    __tablename__ = "installation_health"
+
+    installation_id: Mapped[str] = mapped_column(
+        ForeignKey("installations.id", ondelete="CASCADE"), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    timeouts: Mapped[int] = mapped_column(BigInteger, default=0)
+    restarts: Mapped[int] = mapped_column(BigInteger, default=0)
+    busy: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    latency_buckets: Mapped[list[int]] = mapped_column(JSON, default=list)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    logs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    not_running_code: Mapped[str | None] = mapped_column(String(40))
+    not_running_reason: Mapped[str | None] = mapped_column(Text)
+    not_running_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_call_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<InstallationHealth {self.installation_id} calls={self.calls}>"

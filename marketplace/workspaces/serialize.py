@@ -1,41 +1,26 @@
 """Installations and install plans as the API shows them.
 
 Secret config values are never rendered: each secret field appears as
-``{"set": true|false}``. Health is not this layer's to know: the engine
-registers a provider on the app (:data:`marketplace.services.INSTALLATION_HEALTH`),
-and without one ``health`` is ``null``.
+``{"set": true|false}``. ``health`` is the installation's explicit state and
+shared numbers from :mod:`marketplace.workspaces.health`, read from the database
+every engine process writes to, so every web process shows the same.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from flask import current_app, has_app_context
+from sqlalchemy.orm import object_session
 
 from gears_sdk.manifest import secret_fields
 from marketplace.models import GearVersion
 from marketplace.registry.queries import latest_public
-from marketplace.services import INSTALLATION_HEALTH, service
 from marketplace.workspaces.capabilities import described
+from marketplace.workspaces.health import engine_excludes, health_rows, installation_health
 from marketplace.workspaces.models import Installation
 from marketplace.workspaces.planning import InstallPlan, is_newer
 from marketplace.workspaces.secrets import installation_secrets
 from marketplace.workspaces.validation import config_schema_of
-
-log = logging.getLogger(__name__)
-
-def installation_health(installation_id: str) -> dict[str, Any] | None:
-    """The provider's answer, or ``None``; a failing provider never breaks a listing."""
-    provider = service(current_app, INSTALLATION_HEALTH) if has_app_context() else None
-    if provider is None:
-        return None
-    try:
-        result: dict[str, Any] | None = provider(installation_id)
-        return result
-    except Exception:
-        log.exception("health provider failed for installation %s", installation_id)
-        return None
 
 
 def _iso(dt: Any) -> str | None:
@@ -65,6 +50,11 @@ def installation_json(inst: Installation, base_url: str) -> dict[str, Any]:
     row = _version_row(inst)
     manifest = row.manifest if row is not None else {}
     latest = latest_public(inst.gear)
+    upgrade = bool(latest and is_newer(latest.version, inst.version))
+    session = object_session(inst)
+    shared = health_rows(session, [inst.id]).get(inst.id) if session is not None else None
+    upgrade_to = (latest.version if latest is not None and latest.version != inst.version
+                  and not engine_excludes(latest.manifest) else None)
     return {
         "id": inst.id,
         "workspace": inst.workspace.name,
@@ -79,10 +69,10 @@ def installation_json(inst: Installation, base_url: str) -> dict[str, Any]:
         "config": masked_config(inst, manifest),
         "capabilities": described(list(inst.consented_capabilities or [])),
         "latest_version": latest.version if latest else None,
-        "upgrade_available": bool(latest and is_newer(latest.version, inst.version)),
+        "upgrade_available": upgrade,
         "version_yanked": bool(row and row.yanked),
         "version_quarantined": bool(row and row.quarantined),
-        "health": installation_health(inst.id),
+        "health": installation_health(inst, row, shared, upgrade_to=upgrade_to),
         "created_at": _iso(inst.created_at),
         "updated_at": _iso(inst.updated_at),
         "url": installation_url(inst, base_url),

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import select, text
 
 from marketplace.models import AuditEntry
-from marketplace.services import INSTALLATION_HEALTH
 
 SCHEMA = {
     "type": "object",
@@ -77,7 +76,8 @@ def test_install_list_get_patch_delete(client, api, session):
     inst = resp.json
     assert resp.headers["Location"] == inst["url"]
     assert inst["config"] == {"window_days": 90, "api_key": {"set": True}}
-    assert inst["status"] == "active" and inst["health"] is None
+    assert inst["status"] == "active" and inst["health"]["state"] == "waiting"
+    assert inst["health"]["calls"] == 0 and inst["health"]["next_action"] == "none"
     assert inst["latest_version"] == "1.0.0" and inst["upgrade_available"] is False
     assert "k-12345-secret" not in resp.get_data(as_text=True)
     stored = session.execute(text("SELECT secrets_encrypted FROM installations")).scalar_one()
@@ -146,16 +146,111 @@ def test_failed_installation_shows_why_and_can_be_re_enabled(client, api, sessio
     assert (body["status"], body["disabled_reason"]) == ("active", None)
 
 
-def test_health_comes_from_the_provider_registered_on_the_app(client, api, monkeypatch):
+def test_health_is_the_shared_row_with_an_explicit_state(app, client, api, session):
+    """The API shows what engine processes wrote to ``installation_health``: numbers,
+    then each state the rows imply, with its reason and next step."""
+    from marketplace.db import database
+    from marketplace.engine.health_sync import flush_deltas
+    from marketplace.runtime.health import Health, HealthLedger
+
     api["release"]()
     h = api["h"]["member"]
     inst = client.post(URL, headers=h, json={"gear": "acme/hello", "consent": True}).json
-    services = client.application.extensions
-    monkeypatch.setitem(services, INSTALLATION_HEALTH, lambda iid: {"state": "running", "id": iid})
-    assert client.get(f"{URL}/{inst['id']}", headers=h).json["health"] == {
-        "state": "running", "id": inst["id"]}
-    monkeypatch.setitem(services, INSTALLATION_HEALTH, lambda iid: 1 / 0)
-    assert client.get(f"{URL}/{inst['id']}", headers=h).json["health"] is None
+    iid = inst["id"]
+
+    def shown() -> dict[str, Any]:
+        body = client.get(f"{URL}/{iid}", headers=h).json
+        assert [i["health"] for i in client.get(URL, headers=h).json["items"]] == [body["health"]]
+        return body["health"]
+
+    def flush(ledger: HealthLedger) -> None:
+        flush_deltas(database(app).engine, ledger.take())
+
+    assert shown()["state"] == "waiting"
+    ledger = HealthLedger()
+    counted = Health(iid, threshold=3, ledger=ledger)
+    for ms in (3, 4, 40):
+        counted.success(ms)
+    counted.failure("it raised ValueError", code="gear_error", latency_ms=700)
+    counted.logged("info", "hello from the gear")
+    flush(ledger)
+    health = shown()
+    assert health["state"] == "running" and health["next_action"] == "none"
+    assert (health["calls"], health["errors"], health["failures"]) == (4, 1, {"gear_error": 1})
+    assert (health["p50_ms"], health["p99_ms"]) == (5.0, 1000.0)
+    assert health["last_error"] == "it raised ValueError" and health["last_error_at"]
+    assert [line["message"] for line in health["logs"]] == ["hello from the gear"]
+
+    ledger.not_running(iid, "tampered", "gear.py was modified")
+    flush(ledger)
+    health = shown()
+    assert health["state"] == "tampered" and "gear.py was modified" in health["reason"]
+    assert health["next_action"] == "retry"
+    ledger.started(iid)
+    flush(ledger)
+    assert shown()["state"] == "running"
+
+    assert client.patch(f"{URL}/{iid}", headers=h, json={"enabled": False}).status_code == 200
+    health = shown()
+    assert (health["state"], health["next_action"]) == ("disabled", "enable")
+    assert health["calls"] == 4, "disabling keeps the numbers"
+    client.patch(f"{URL}/{iid}", headers=h, json={"enabled": True})
+
+    for _ in range(3):  # the breaker trips; the engine marks the installation failed
+        counted.failure("it timed out", code="timeout", timeout=True)
+    from marketplace.workspaces.service import mark_failed
+
+    mark_failed(session, iid, "disabled after 3 consecutive failures: it timed out")
+    flush(ledger)
+    health = shown()
+    assert (health["state"], health["next_action"]) == ("stopped_by_breaker", "retry")
+    assert "3 consecutive failures" in health["reason"] and health["timeouts"] == 3
+    assert health["failures"] == {"gear_error": 1, "timeout": 3}
+
+    admin = api["h"]["admin"]
+    resp = client.post("/api/v1/admin/gears/acme/hello/1.0.0/quarantine", headers=admin,
+                       json={"reason": "it leaks api keys"})
+    assert resp.status_code == 200, resp.json
+    health = shown()
+    assert health["state"] == "quarantined" and "it leaks api keys" in health["reason"]
+    assert health["next_action"] == "contact_publisher"
+    api["release"](version="1.1.0")
+    health = shown()
+    assert health["next_action"] == "upgrade" and "1.1.0" in health["next_step"]
+
+
+def test_incompatible_with_the_engine(client, api, monkeypatch):
+    import gears_sdk
+
+    api["release"]()
+    h = api["h"]["member"]
+    iid = client.post(URL, headers=h, json={"gear": "acme/hello", "consent": True}).json["id"]
+    monkeypatch.setattr(gears_sdk, "ENGINE_VERSION", "99.0.0")
+    health = client.get(f"{URL}/{iid}", headers=h).json["health"]
+    assert health["state"] == "incompatible" and "99.0.0" in health["reason"]
+    assert health["next_action"] == "contact_publisher"
+
+
+def test_health_row_goes_with_the_installation(app, client, api, session):
+    from marketplace.db import database
+    from marketplace.engine.health_sync import flush_deltas
+    from marketplace.runtime.health import Health, HealthLedger
+    from marketplace.workspaces.models import InstallationHealth
+
+    api["release"]()
+    h = api["h"]["member"]
+    iid = client.post(URL, headers=h, json={"gear": "acme/hello", "consent": True}).json["id"]
+    ledger = HealthLedger()
+    Health(iid, ledger=ledger).success(1.0)
+    pending = ledger.take()
+    assert flush_deltas(database(app).engine, pending) == 1
+    assert session.get(InstallationHealth, iid) is not None
+    assert client.delete(f"{URL}/{iid}", headers=h).status_code == 204
+    session.expire_all()
+    assert session.get(InstallationHealth, iid) is None
+    # a late flush for the uninstalled installation is dropped, not an error
+    assert flush_deltas(database(app).engine, pending) == 0
+    assert session.scalar(select(InstallationHealth.installation_id)) is None
 
 
 def test_who_may_manage_a_workspace(client, api):

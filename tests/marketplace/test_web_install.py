@@ -144,3 +144,28 @@ def test_consent_token_cannot_be_forged(signed_in, sync):
                                          "version": "1.0.0", "pending": "forged",
                                          "consent": "yes"})
     assert resp.status_code == 400 and "expired" in resp.get_data(as_text=True)
+
+
+def test_the_card_and_page_show_the_state_not_a_green_running(signed_in, sync, session, admin):
+    """A quarantined gear's card says so (red, with why and what to do), never "Running";
+    before its first call it is waiting; both pages read the same state."""
+    from marketplace.models import Gear, GearVersion
+    from marketplace.registry import states
+
+    client = signed_in
+    inst = install(client, **{"c/api_key": "sk-1"})
+    dash = client.get("/workspaces/shop").get_data(as_text=True)
+    assert "badge-state-waiting" in dash and "Waiting for its first call" in dash
+    page = client.get(f"/workspaces/shop/installations/{inst}").get_data(as_text=True)
+    assert "badge-state-waiting" in page and "No calls recorded yet" in page
+
+    version = session.query(GearVersion).join(Gear).filter(
+        Gear.name == "acme/sync", GearVersion.version == "1.0.0").one()
+    states.set_quarantined(session, admin, version, quarantined=True,
+                           reason="it sends secrets elsewhere")
+    session.commit()
+    for html in (client.get("/workspaces/shop").get_data(as_text=True),
+                 client.get(f"/workspaces/shop/installations/{inst}").get_data(as_text=True)):
+        assert "badge-state-quarantined" in html and "Running" not in html
+        assert "it sends secrets elsewhere" in html
+        assert "Change version to 1.1.0" not in html and "Change to version 1.1.0" in html

@@ -173,6 +173,10 @@ def shop(engine_app, people, publish, install, tmp_path) -> dict[str, Any]:
 
 
 def _health(client, h, installation: str) -> dict[str, Any]:
+    from marketplace.engine import get_engine
+
+    sync = get_engine(client.application).health_sync
+    assert sync is not None and sync.flush()  # what the background flush does each second
     resp = client.get(f"/api/v1/workspaces/shop/installations/{installation}", headers=h)
     assert resp.status_code == 200, resp.get_json()
     health: dict[str, Any] = resp.get_json()["health"]

@@ -131,5 +131,8 @@ def test_failing_install_and_breaker_mark_the_installation_failed(
     # the next batch no longer calls it; the installation shows its health
     body = client.post(f"{BASE}/events", headers=h, json={"events": events[:1]}).get_json()
     assert body["gear_errors"] == {}
-    shown = installation_json(inst, "http://x")
-    assert shown["health"] is None or shown["health"]["errors"] >= 5
+    # the trip was written at once (not at the next periodic flush): every process sees it
+    shown = installation_json(inst, "http://x")["health"]
+    assert (shown["state"], shown["next_action"]) == ("stopped_by_breaker", "retry")
+    assert shown["failures"] == {"gear_error": 5} and shown["errors"] == 5
+    assert "5 consecutive failures" in shown["reason"]
