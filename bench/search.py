@@ -242,7 +242,7 @@ def _over_http(stack: ExitStack, tmp: Path, env: dict[str, str], names: list[str
     log = tmp / "server.log"
     proc = stack.enter_context(server_process(
         [sys.executable, "-m", "marketplace.cli", "serve", "--host", "127.0.0.1", "--port",
-         str(port)], log=log, env=env, cwd=tmp))
+         str(port), "--engine-port", "0"], log=log, env=env, cwd=tmp))
     wait_http(f"{url}/healthz", process=proc, log=log)
     http = requests.Session()
     rng = random.Random(11)

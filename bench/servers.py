@@ -133,7 +133,7 @@ class Gears(Subject):
         log = workdir / "gears.log"
         proc = stack.enter_context(server_process(
             [*cli, "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(self.workers)], log=log, env=env, cwd=self.tmp))
+             "--workers", str(self.workers), "--engine-port", "0"], log=log, env=env, cwd=self.tmp))
         wait_http(f"{self.url}/healthz", process=proc, log=log)
 
     def payloads(self, tag: str, n: int) -> list[Payload]:

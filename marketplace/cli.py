@@ -8,6 +8,7 @@ fix print ``error: …`` on stderr and exit with status 1, without a traceback.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from datetime import timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from marketplace.audit import SystemActor
-from marketplace.cli_context import get_app
+from marketplace.cli_context import database_problem, get_app
 from marketplace.engine.cli import engine_group
 from marketplace.errors import MarketplaceError
 from marketplace.settings import BY_NAME, ConfigError, from_environ, parse
@@ -162,30 +163,121 @@ def rotate_key(ctx: click.Context) -> None:
               help="Worker processes [default: 2 per CPU, 2 to 8].")
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Threads per worker.")
+@click.option("--engine-port", default=8001, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the engine node started on 127.0.0.1 (0: any free port). Not "
+                   "used when GEARS_ENGINE_URLS names nodes of its own.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int) -> None:
-    """Serve the registry with gunicorn."""
-    from marketplace import db
+def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int,
+          engine_port: int) -> None:
+    """Serve Gears: the web server (gunicorn), an engine node, the vetting worker(s) and
+    the connector scheduler; Ctrl-C or SIGTERM stops them all."""
+    from marketplace.app import create_app
+    from marketplace.engine import shutdown as engine_shutdown
     from marketplace.server import serve as run_server
+    from marketplace.vetting.worker import stop_processes
 
     app = get_app(ctx)
-    current, head = db.current_revision(app), db.head_revision(app)
-    if current is None:
-        raise CLIError(f"the database {_db_label(app)} is not initialized; "
-                       "run `marketplace init` first")
-    if current != head:
-        raise CLIError(f"the database {_db_label(app)} is at revision {current} but this "
-                       f"version needs {head}; run `marketplace db upgrade` first")
-    from marketplace.vetting.worker import start_processes, stop_processes
-
+    problem = database_problem(app)
+    if problem:
+        raise CLIError(problem)
     vetters = _vetting_workers(app)
-    click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)}; "
-               f"{vetters} vetting worker process{'es' if vetters != 1 else ''})", err=True)
-    procs = start_processes(vetters)
+    urls = list(app.config.get("ENGINE_URLS") or [])
+    # This app only read the settings: its engine must not answer installation signals in
+    # the web workers forked from this process.
+    engine_shutdown(app)
+    node: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        run_server(app, host=host, port=port, workers=workers, threads=threads)
-    finally:  # Ctrl-C or SIGTERM stops gunicorn; the vetting workers go with it
+        if urls:
+            click.echo(f"Engine nodes: {', '.join(urls)} (GEARS_ENGINE_URLS; none started "
+                       "here)", err=True)
+        else:
+            node_url, node = _start_engine_node(app, engine_port)
+            urls = [node_url]
+            click.echo(f"Engine node on {node_url}/engine/v1 (pid {node.pid})", err=True)
+        procs.append(_start_child(["engine", "scheduler"], urls))
+        click.echo(f"Connector scheduler started (pid {procs[-1].pid})", err=True)
+        for _ in range(vetters):
+            procs.append(_start_child(["vet", "worker"], urls))
+        click.echo(f"{vetters} vetting worker process{'es' if vetters != 1 else ''}", err=True)
+        web = create_app({"ENGINE_URLS": urls})
+        click.echo(f"Serving Gears on http://{host}:{port}/ (database {_db_label(app)})",
+                   err=True)
+        run_server(web, host=host, port=port, workers=workers, threads=threads)
+    finally:  # Ctrl-C or SIGTERM stops gunicorn; the other processes go with it, node last
         stop_processes(procs)
+        if node is not None:
+            stop_node_process(node)
+
+
+#: How long ``marketplace serve`` waits for its engine node to answer.
+ENGINE_START_SECONDS = 60.0
+
+
+def _start_child(args: list[str], urls: list[str]) -> subprocess.Popen[bytes]:
+    """``marketplace <args>`` with this process's environment and the engine nodes."""
+    import os
+
+    env = {**os.environ, "GEARS_ENGINE_URLS": ",".join(urls)}
+    return subprocess.Popen([sys.executable, "-m", "marketplace", *args], env=env)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_engine_node(app: Flask, port: int) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start ``marketplace engine serve`` on 127.0.0.1 and wait until its status answers
+    (at most :data:`ENGINE_START_SECONDS`)."""
+    import os
+    import time
+
+    import requests
+
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "GEARS_ENGINE_URLS"}
+    node = subprocess.Popen([sys.executable, "-m", "marketplace", "engine", "serve",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env)
+    headers = {"Authorization": f"Bearer {app.config['ENGINE_NODE_TOKEN']}"}
+    deadline = time.monotonic() + ENGINE_START_SECONDS
+    with requests.Session() as http:
+        http.trust_env = False
+        while True:
+            if node.poll() is not None:
+                raise CLIError(f"the engine node exited with status {node.returncode} before "
+                               f"it answered (its output is above; is port {port} in use? "
+                               "choose another with --engine-port)")
+            try:
+                answer = http.get(f"{url}/engine/v1/_node/status", headers=headers, timeout=2)
+                if answer.status_code == 200:
+                    return url, node
+                problem = f"it answered {answer.status_code}"
+            except requests.RequestException as exc:
+                problem = str(exc)
+            if time.monotonic() > deadline:
+                stop_node_process(node)
+                raise CLIError(f"the engine node at {url} did not answer within "
+                               f"{ENGINE_START_SECONDS:g} seconds ({problem})")
+            time.sleep(0.2)
+
+
+def stop_node_process(node: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds: the node stops its gear workers,
+    control groups and mounts on the way out (what a SIGKILL leaves, the next start
+    sweeps)."""
+    if node.poll() is None:
+        node.terminate()
+        try:
+            node.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
 
 
 def _vetting_workers(app: Flask) -> int:

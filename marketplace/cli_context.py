@@ -19,3 +19,20 @@ def get_app(ctx: click.Context) -> Flask:
     if not isinstance(root.obj, Flask):
         root.obj = create_app()
     return root.obj
+
+
+def database_problem(app: Flask) -> str | None:
+    """Why a server may not start on the app's database (never initialized, or at an
+    older revision than this version needs), or ``None``."""
+    from sqlalchemy.engine import make_url
+
+    from marketplace import db
+
+    label = make_url(app.config["DATABASE_URL"]).render_as_string(hide_password=True)
+    current, head = db.current_revision(app), db.head_revision(app)
+    if current is None:
+        return f"the database {label} is not initialized; run `marketplace init` first"
+    if current != head:
+        return (f"the database {label} is at revision {current} but this version needs "
+                f"{head}; run `marketplace db upgrade` first")
+    return None

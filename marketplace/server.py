@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -105,8 +106,16 @@ def _post_fork(_server: Any, _worker: Any, app: Flask) -> None:
 
 
 def serve(app: Flask, *, host: str = "127.0.0.1", port: int = 8000,
-          workers: int | None = None, threads: int = DEFAULT_THREADS) -> None:
-    """Serve ``app`` on ``host:port`` until interrupted."""
+          workers: int | None = None, threads: int = DEFAULT_THREADS,
+          proc_name: str = "gears-registry",
+          worker_start: Callable[[Flask], Any] | None = None,
+          worker_stop: Callable[[Flask], Any] | None = None) -> None:
+    """Serve ``app`` on ``host:port`` until interrupted.
+
+    ``worker_start`` runs in each worker process once it is ready (threads started
+    before the fork would not exist in the worker), ``worker_stop`` in each worker as
+    it exits (Ctrl-C, SIGTERM, a restart): an engine node starts and stops its engine
+    there."""
     database(app).engine.dispose()
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
@@ -119,9 +128,13 @@ def serve(app: Flask, *, host: str = "127.0.0.1", port: int = 8000,
         "accesslog": "-",
         "errorlog": "-",
         "loglevel": "info",
-        "proc_name": "gears-registry",
+        "proc_name": proc_name,
         # One shared control socket per user would collide between several servers.
         "control_socket_disable": True,
         "post_fork": lambda server, worker: _post_fork(server, worker, app),
     }
+    if worker_start is not None:
+        options["post_worker_init"] = lambda worker: worker_start(app)
+    if worker_stop is not None:
+        options["worker_exit"] = lambda server, worker: worker_stop(app)
     GearsServer(app, options).run()

@@ -190,6 +190,10 @@ class EngineManager:
         if not (engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")):
             self.health_sync.start()
 
+    def runtime_if_built(self) -> Runtime | None:
+        """The runtime, or ``None`` while no gear has needed it (nothing is built to answer)."""
+        return self._runtime
+
     def start_killswitch(self, interval: float | None = None) -> KillListPoller | None:
         """Poll the registry's signed kill list and stop quarantined gears' workers.
 

@@ -1,19 +1,26 @@
-"""Scheduled connector syncs, run by ``marketplace engine worker``.
+"""Scheduled connector syncs: ``marketplace engine scheduler`` (and ``engine worker``).
 
-A schedule is an interval per connector installation. The worker wakes every
-``poll_seconds``, picks the schedules whose ``next_run_at`` has passed, and
-*claims* each one by moving ``next_run_at`` forward with a conditional
-``UPDATE`` before syncing it: when several workers poll the same database,
-exactly one wins each due sync, and a worker that dies mid-sync only delays
-the next run by one interval.
+A schedule is an interval per connector installation. The scheduler wakes
+every ``poll_seconds``, picks the schedules whose ``next_run_at`` has passed,
+and *claims* each one by moving ``next_run_at`` forward with a conditional
+``UPDATE`` before the sync runs: when several schedulers poll the same
+database, exactly one wins each due sync, and one that dies mid-sync only
+delays the next run by one interval.
+
+``marketplace engine scheduler`` runs no gear: it asks an engine node
+(``ENGINE_URLS``) to run each claimed sync (:func:`node_runner`).
+``marketplace engine worker`` runs them in its own process with an embedded
+engine (:func:`local_runner`), for a deployment without nodes.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask
 from sqlalchemy import select, update
@@ -24,6 +31,7 @@ from marketplace.engine.connectors import connector, sync
 from marketplace.engine.manager import EngineManager
 from marketplace.engine.models import SyncSchedule
 from marketplace.engine.validation import invalid, problem
+from marketplace.engine_service import NodePool
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 
@@ -78,8 +86,40 @@ def _claim(session: Session, row: SyncSchedule, now: datetime) -> bool:
     return bool(getattr(claimed, "rowcount", 0))
 
 
-def run_due(app: Flask, engine: EngineManager, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Sync every connector whose schedule is due; the runs, as JSON."""
+#: ``(session, workspace, installation id) -> the run as JSON``; raises MarketplaceError.
+Runner = Callable[[Session, Workspace, str], dict[str, Any]]
+
+
+def local_runner(engine: EngineManager) -> Runner:
+    """Run a sync in this process's engine."""
+
+    def run(session: Session, workspace: Workspace, installation: str) -> dict[str, Any]:
+        try:
+            return sync(engine, session, workspace, installation, trigger="schedule")
+        finally:
+            engine.flush_failures()
+
+    return run
+
+
+def node_runner(pool: NodePool) -> Runner:
+    """Ask an engine node to run a sync (``POST /engine/v1/_node/.../sync``, node token)."""
+
+    def run(session: Session, workspace: Workspace, installation: str) -> dict[str, Any]:
+        session.rollback()  # hold no transaction while the node works
+        answer = pool.call("POST", f"/engine/v1/_node/workspaces/{quote(workspace.name, safe='')}"
+                           f"/connectors/{quote(installation, safe='')}/sync",
+                           json={"trigger": "schedule"})
+        return answer if isinstance(answer, dict) else {"installation": installation}
+
+    return run
+
+
+def run_due(app: Flask, engine: EngineManager | Runner,
+            now: datetime | None = None) -> list[dict[str, Any]]:
+    """Claim every due schedule and run its sync (in ``engine``, or through a runner);
+    the runs, as JSON. A sync that cannot run is ``skipped`` with the error, logged."""
+    runner = local_runner(engine) if isinstance(engine, EngineManager) else engine
     now = now or utcnow()
     runs = []
     session = database(app).sessionmaker()
@@ -91,28 +131,27 @@ def run_due(app: Flask, engine: EngineManager, now: datetime | None = None) -> l
             if not _claim(session, row, now):
                 continue
             try:
-                runs.append(sync(engine, session, workspace, row.installation_id,
-                                 trigger="schedule"))
+                runs.append(runner(session, workspace, row.installation_id))
             except MarketplaceError as exc:
                 session.rollback()
                 log.warning("scheduled sync of %s skipped: %s", row.installation_id, exc)
                 runs.append({"installation": row.installation_id, "status": "skipped",
                              "error": exc.message})
-            engine.flush_failures()
     finally:
         session.close()
     return runs
 
 
-def worker_loop(app: Flask, engine: EngineManager, *, once: bool = False,
-                poll_seconds: float = 30.0) -> None:
-    """Run due syncs forever (or once); errors are logged and the loop goes on."""
+def worker_loop(app: Flask, engine: EngineManager | Runner, *, once: bool = False,
+                poll_seconds: float = 30.0, stop: threading.Event | None = None) -> None:
+    """Run due syncs forever (or once, or until ``stop`` is set); errors are logged and the
+    loop goes on."""
+    stop = stop or threading.Event()
     while True:
         try:
             for run in run_due(app, engine):
                 log.info("sync of %s: %s", run.get("installation"), run.get("status"))
         except Exception:
             log.exception("the scheduler pass failed; retrying in %s s", poll_seconds)
-        if once:
+        if once or stop.wait(poll_seconds):
             return
-        time.sleep(poll_seconds)

@@ -45,7 +45,8 @@ def test_init_then_serve_on_loopback(tmp_path):
     assert (tmp_path / "registry.db").exists() and (tmp_path / "blobs").is_dir()
 
     port = _free_port()
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "1"],
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "1",
+                               "--engine-port", "0"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:

@@ -55,7 +55,8 @@ def _start(reg) -> None:
     reg.url = f"http://127.0.0.1:{port}"
     with reg.log.open("w") as log:
         reg.process = subprocess.Popen(
-            [*MARKETPLACE, "serve", "--port", str(port), "--workers", "1", "--threads", "4"],
+            [*MARKETPLACE, "serve", "--port", str(port), "--workers", "1", "--threads", "4",
+             "--engine-port", "0"],
             cwd=reg.workdir, env=reg.env, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while True:

@@ -1,0 +1,162 @@
+"""An engine node: the engine in a process of its own (``marketplace engine serve``).
+
+A node is one process holding one app, so one :class:`EngineManager` and one
+runtime: an installation has at most one sandboxed worker per node, whatever
+the web server's concurrency. It serves
+
+* ``/engine/v1/...``, the engine API (the web server forwards its own
+  ``/engine/v1`` requests here), with its workspace tokens;
+* ``/engine/v1/_node/...``, for the processes of the installation only
+  (bearer ``ENGINE_NODE_TOKEN``): ``GET status`` (what runs here) and
+  ``POST workspaces/<ws>/connectors/<installation>/sync`` (the scheduler's
+  way to have a due sync run);
+* ``/healthz``.
+
+Everything else is ``404``: the registry and the pages are the web server's.
+Beside its requests the node polls the kill list, drains the lifecycle outbox
+(:mod:`marketplace.engine.lifecycle`) and, on shutdown, stops every worker it
+started with their control groups and data-dir mounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from marketplace.db import get_session
+from marketplace.engine_service import token_matches
+from marketplace.errors import MarketplaceError
+from marketplace.http_input import json_body
+from marketplace.settings import engine_version
+
+log = logging.getLogger(__name__)
+
+#: Paths a node answers; the rest belongs to the web server.
+NODE_PATHS = ("/engine/v1/", "/engine/v1", "/healthz")
+NODE_EXTENSION = "gears_engine_node"
+
+bp = Blueprint("engine_node", __name__, url_prefix="/engine/v1/_node")
+
+
+class NodeInfo:
+    """Who this node is, for ``status`` and the outbox's claims."""
+
+    def __init__(self, node_id: str) -> None:
+        self.id = node_id
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.started_monotonic = time.monotonic()
+
+
+def create_node_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """The app of one engine node: the whole app with an embedded engine (``ENGINE_URLS``
+    forced empty: the node *is* the engine), answering only the engine's paths."""
+    from marketplace.app import create_app
+
+    app = create_app({**dict(config or {}), "ENGINE_URLS": []})
+    app.register_blueprint(bp)
+    app.before_request(_engine_paths_only)
+    return app
+
+
+def start_node(app: Flask) -> NodeInfo:
+    """Start the node's background work in this (the serving) process: the kill-list
+    poller and the lifecycle outbox drain. Called once the server process exists."""
+    from marketplace.engine import get_engine
+    from marketplace.engine.lifecycle import node_id
+
+    lifecycle = app.extensions["gears_engine_lifecycle"]
+    lifecycle.node = node_id()  # this process's, not the one that built the app
+    info = NodeInfo(lifecycle.node)
+    app.extensions[NODE_EXTENSION] = info
+    manager = get_engine(app)
+    manager.runtime  # noqa: B018 (built now: the kill list is polled from the start)
+    lifecycle.start()
+    log.info("engine node %s (pid %s) started", info.id, info.pid)
+    return info
+
+
+def stop_node(app: Flask) -> None:
+    """Stop the outbox drain, every worker, the kill-list poller and the runtime."""
+    from marketplace.engine import shutdown
+
+    shutdown(app)
+
+
+def _engine_paths_only() -> None:
+    if not (request.path == "/engine/v1" or request.path.startswith(NODE_PATHS)):
+        raise MarketplaceError(404, "not_found", "an engine node serves /engine/v1 only; the "
+                               "registry and the pages are on the web server")
+
+
+@bp.before_request
+def _node_token() -> None:
+    if not token_matches(current_app.config.get("ENGINE_NODE_TOKEN"),
+                         request.headers.get("Authorization")):
+        raise MarketplaceError(401, "unauthorized", "node endpoints take the node token "
+                               "(ENGINE_NODE_TOKEN) as a bearer token",
+                               headers={"WWW-Authenticate": 'Bearer realm="gears-engine-node"'})
+
+
+def status(app: Flask) -> dict[str, Any]:
+    """What runs on this node: its id, engine version, pid, uptime and one entry per
+    installation with a running worker."""
+    from marketplace.engine import get_engine
+
+    manager = get_engine(app)
+    info: NodeInfo | None = app.extensions.get(NODE_EXTENSION)
+    lifecycle = app.extensions.get("gears_engine_lifecycle")
+    runtime = manager.runtime_if_built()
+    workers = []
+    if runtime is not None:
+        for iid, snap in sorted(runtime.health().items()):
+            if snap.get("pid") is None:
+                continue
+            workers.append({"installation": iid, "gear": snap.get("gear"), "pid": snap["pid"],
+                            "calls": snap.get("calls", 0), "restarts": snap.get("restarts", 0)})
+    return {
+        "node": info.id if info else (lifecycle.node if lifecycle else None),
+        "engine_version": engine_version(app.config),
+        "pid": os.getpid(),
+        "uptime_seconds": round(time.monotonic() - info.started_monotonic, 3) if info else None,
+        "sandbox_level": runtime.level if runtime is not None else None,
+        "workers": workers,
+        "outbox_done": dict(lifecycle.done) if lifecycle else {},
+    }
+
+
+@bp.get("/status")
+def get_status() -> Response:
+    return jsonify(status(current_app))
+
+
+@bp.post("/workspaces/<ws>/connectors/<installation>/sync")
+def run_sync(ws: str, installation: str) -> tuple[Response, int]:
+    """Run one sync now for a process of the installation (the scheduler): the run, as
+    ``POST /engine/v1/workspaces/<ws>/connectors/<installation>/sync`` answers it."""
+    from sqlalchemy import select
+
+    from marketplace.engine import get_engine
+    from marketplace.engine.connectors import sync
+    from marketplace.models import Workspace
+
+    data = json_body(max_bytes=4096, optional=True)
+    trigger = data.get("trigger", "manual") if isinstance(data, dict) else "manual"
+    if trigger not in ("manual", "schedule"):
+        raise MarketplaceError(422, "invalid_trigger", "'trigger' is 'manual' or 'schedule'",
+                               [{"path": "$.trigger", "message": "manual or schedule",
+                                 "code": "enum"}])
+    session = get_session()
+    workspace = session.scalar(select(Workspace).where(Workspace.name == ws))
+    if workspace is None:
+        raise MarketplaceError(404, "workspace_not_found", f"there is no workspace {ws!r}")
+    manager = get_engine(current_app)
+    run = sync(manager, session, workspace, installation, trigger=trigger)
+    session.commit()
+    manager.flush_failures()
+    return jsonify(run), 200
