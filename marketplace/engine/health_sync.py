@@ -178,7 +178,10 @@ class HealthSync:
             return True
 
     def flush_urgent(self) -> None:
-        """Flush now when a breaker tripped or a start failed since the last flush."""
+        """Flush now when a breaker tripped or a start failed since the last flush; a
+        flush under way (the thread's, woken by the same event) has committed on return."""
+        with self._flushing:
+            pass
         if self.ledger.urgent():
             self.flush()
 

@@ -155,7 +155,7 @@ class HealthLedger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, HealthDelta] = {}
-        self._urgent = False
+        self._urgent: set[str] = set()
         self.wake: Callable[[], None] | None = None
 
     def _delta(self, installation: str) -> HealthDelta:
@@ -168,7 +168,8 @@ class HealthLedger:
                urgent: bool = False) -> None:
         with self._lock:
             change(self._delta(installation))
-            self._urgent = self._urgent or urgent
+            if urgent:
+                self._urgent.add(installation)
         if urgent and self.wake is not None:
             self.wake()
 
@@ -198,7 +199,7 @@ class HealthLedger:
 
     def urgent(self) -> bool:
         with self._lock:
-            return self._urgent
+            return bool(self._urgent)
 
     def take(self, keep: Callable[[str], bool] | None = None) -> dict[str, HealthDelta]:
         """The pending deltas (of the installations ``keep`` accepts), removed from the ledger."""
@@ -206,22 +207,21 @@ class HealthLedger:
             taken = {i: d for i, d in self._pending.items() if keep is None or keep(i)}
             for installation in taken:
                 del self._pending[installation]
-            if not self._pending:
-                self._urgent = False
+                self._urgent.discard(installation)
             return taken
 
-    def restore(self, deltas: dict[str, HealthDelta], *, urgent: bool = False) -> None:
+    def restore(self, deltas: dict[str, HealthDelta]) -> None:
         """Put back deltas a flush could not write, before anything counted since."""
         with self._lock:
             for installation, delta in deltas.items():
                 newer = self._pending.get(installation)
                 self._pending[installation] = delta.then(newer) if newer else delta
-            self._urgent = self._urgent or urgent
 
     def discard(self, installation: str) -> None:
         """Drop what is pending for an installation that no longer exists."""
         with self._lock:
             self._pending.pop(installation, None)
+            self._urgent.discard(installation)
 
     def pending(self) -> int:
         with self._lock:

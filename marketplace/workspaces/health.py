@@ -34,10 +34,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import gears_sdk
 from gears_sdk.versions import parse_range, parse_version
 from marketplace.models import GearVersion
 from marketplace.runtime.health import histogram_percentile
+from marketplace.settings import engine_version as current_engine_version
 from marketplace.workspaces.models import Installation, InstallationHealth, InstallationStatus
 
 STATES = ("running", "waiting", "disabled", "stopped_by_breaker", "quarantined", "tampered",
@@ -66,7 +66,7 @@ def engine_excludes(manifest: dict[str, Any], engine_version: str | None = None)
     if not isinstance(wanted, str) or not wanted.strip():
         return None
     try:
-        ok = parse_range(wanted).matches(parse_version(engine_version or gears_sdk.ENGINE_VERSION))
+        ok = parse_range(wanted).matches(parse_version(engine_version or current_engine_version()))
     except (ValueError, TypeError):
         return None
     return None if ok else wanted
@@ -93,8 +93,8 @@ def compute_state(inst: Installation, version: GearVersion | None,
         step, action = _upgrade_or_contact(upgrade_to, "is not quarantined")
         return State("quarantined", f"Version {inst.version} is quarantined: {why}. "
                      "The engine does not run it.", step, action)
-    excluded = engine_excludes(manifest)
-    engine = engine_version or gears_sdk.ENGINE_VERSION
+    engine = engine_version or current_engine_version()
+    excluded = engine_excludes(manifest, engine)
     if status == "suspended" or excluded:
         reason = inst.disabled_reason if status == "suspended" and inst.disabled_reason else (
             f"Version {inst.version} needs engine {excluded or manifest.get('engine')}; this "

@@ -219,13 +219,11 @@ def test_health_is_the_shared_row_with_an_explicit_state(app, client, api, sessi
     assert health["next_action"] == "upgrade" and "1.1.0" in health["next_step"]
 
 
-def test_incompatible_with_the_engine(client, api, monkeypatch):
-    import gears_sdk
-
+def test_incompatible_with_the_engine(app, client, api, monkeypatch):
     api["release"]()
     h = api["h"]["member"]
     iid = client.post(URL, headers=h, json={"gear": "acme/hello", "consent": True}).json["id"]
-    monkeypatch.setattr(gears_sdk, "ENGINE_VERSION", "99.0.0")
+    monkeypatch.setitem(app.config, "ENGINE_VERSION", "99.0.0")  # the server runs a new engine
     health = client.get(f"{URL}/{iid}", headers=h).json["health"]
     assert health["state"] == "incompatible" and "99.0.0" in health["reason"]
     assert health["next_action"] == "contact_publisher"
