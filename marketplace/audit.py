@@ -27,6 +27,7 @@ class SystemActor(enum.Enum):
     cli = "operator-cli"
     seed = "demo-seed"
     vetting = "vetting"
+    engine = "engine"
 
 
 Actor = User | SystemActor | None

@@ -29,6 +29,7 @@ from marketplace.openapi_parts import (
 from marketplace.registry import openapi_trust as trust
 from marketplace.workspaces.health import ACTIONS as HEALTH_ACTIONS
 from marketplace.workspaces.health import STATES as HEALTH_STATES
+from marketplace.workspaces.models import InstallationStatus
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -136,7 +137,7 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"enum": list(KINDS)},
             "version": {**STR, "description": "the version that runs"},
             "constraint": {**STR, "description": "the range asked for, or the exact version"},
-            "status": {"enum": ["active", "disabled", "failed"]},
+            "status": {"enum": [s.value for s in InstallationStatus]},
             "enabled": BOOL,
             "disabled_reason": nullable(STR),
             "config": {"type": "object", "description": "secret fields appear only as "

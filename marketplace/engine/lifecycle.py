@@ -188,7 +188,7 @@ class Lifecycle:
                 results = caller(config=None, ctx=None)
                 if results and isinstance(results[0], GearFailure):
                     reason = f"gear_install failed: {results[0].error.message}"
-            elif why is not None and why.error not in ("hook_missing", "disabled"):
+            elif why is not None and why.error not in ("hook_missing", "disabled", "suspended"):
                 reason = f"the gear could not start: {why.message}"
             session.rollback()
         if reason:

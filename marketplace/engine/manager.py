@@ -42,6 +42,7 @@ from marketplace.blobs import get_blob_store
 from marketplace.db import database
 from marketplace.engine.health_sync import HealthSync
 from marketplace.engine.state import DbStateStore
+from marketplace.engine.upgrades import reconcile_engine_version
 from marketplace.models import Gear, GearVersion, Workspace
 from marketplace.registry.signing import VersionSignature, keyring
 from marketplace.runtime import GearCallError, Installation, Runtime
@@ -51,9 +52,10 @@ from marketplace.runtime.killswitch import KillListPoller
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
 from marketplace.runtime.signatures import SignedManifest, verified_load
 from marketplace.runtime.turns import Turns
-from marketplace.settings import runtime_options
+from marketplace.settings import engine_version, runtime_options
 from marketplace.workspaces.models import Installation as InstallationRow
 from marketplace.workspaces.models import InstallationStatus
+from marketplace.workspaces.planning import engine_mismatch
 from marketplace.workspaces.secrets import installation_secrets
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ START_WAIT_S = 20.0
 #: A worker that could not start is tried again after this backoff (doubling).
 START_RETRY_BASE_S = 1.0
 START_RETRY_MAX_S = 60.0
+#: A failed check of the installations against the engine version is tried again after this.
+RECONCILE_RETRY_S = 30.0
 
 @dataclass(frozen=True)
 class Outcome:
@@ -97,6 +101,10 @@ class InstalledGear:
     reads: tuple[str, ...]
     runnable: bool
     fingerprint: tuple[Any, ...]
+    #: the installation's status as the engine sees it (``suspended`` when the installed
+    #: version cannot run on this engine) and why it does not run
+    status: str = InstallationStatus.active.value
+    reason: str | None = None
     #: What the manifest grants; the engine's own checks (connector records) use it.
     permissions: Permissions = field(default_factory=Permissions)
 
@@ -122,14 +130,20 @@ class WorkspaceGears:
                    for g in self.installations.values())
 
 
-def _installed(row: InstallationRow, manifest: dict[str, Any]) -> InstalledGear:
+def _installed(row: InstallationRow, manifest: dict[str, Any], engine: str) -> InstalledGear:
     perms = (manifest.get("permissions") or {}).get("profile") or {}
+    # A version that cannot run on this engine never starts, whatever the row says yet.
+    mismatch = engine_mismatch(manifest, engine)
+    status = row.status if mismatch is None else InstallationStatus.suspended
     return InstalledGear(
         id=row.id, workspace_id=row.workspace_id, gear=row.gear.name, version=row.version,
         kind=str(manifest.get("kind")), hooks=frozenset(manifest.get("hooks") or ()),
         reads=tuple(perms.get("read") or ()),
         permissions=Permissions.from_dict(manifest.get("permissions") or {}),
-        runnable=row.enabled and row.status is InstallationStatus.active,
+        runnable=row.enabled and status is InstallationStatus.active,
+        status=status.value,
+        reason=(f"{row.gear.name} {row.version} {mismatch}" if mismatch is not None
+                else row.disabled_reason),
         fingerprint=(row.version, repr(sorted((row.config or {}).items())),
                      row.secrets_encrypted, row.enabled, row.status.value))
 
@@ -146,6 +160,9 @@ class EngineManager:
             runtime.on_disable = self.queue_failure
         #: installations whose worker this manager started in its runtime
         self.started: set[str] = set()
+        self._reconcile_lock = threading.Lock()
+        self._reconciled = False
+        self._reconcile_after = 0.0
         root = Path(app.instance_path) / "engine"
         self.cache = GearCache(root / "gear-cache", StoreFetcher(get_blob_store(app)))
         configured = app.config["GEAR_DATA_PATH"]
@@ -234,8 +251,23 @@ class EngineManager:
 
     # -- workspaces ---------------------------------------------------------------------
 
+    def reconcile(self) -> None:
+        """Suspend or resume installations for this engine's version, once per manager
+        (the first use of the engine); a failure is logged and tried again later."""
+        with self._reconcile_lock:
+            if self._reconciled or time.monotonic() < self._reconcile_after:
+                return
+            try:
+                reconcile_engine_version(self.app)
+                self._reconciled = True
+            except Exception:
+                log.exception("could not check installations against engine %s",
+                              engine_version(self.app.config))
+                self._reconcile_after = time.monotonic() + RECONCILE_RETRY_S
+
     def workspace(self, session: Session, workspace: Workspace) -> WorkspaceGears:
         """The workspace's gears, re-read from the database when the last look is stale."""
+        self.reconcile()
         with self._lock:
             wg = self._workspaces.get(workspace.name)
             if wg is None or wg.id != workspace.id:
@@ -252,7 +284,8 @@ class EngineManager:
             .join(GearVersion, (GearVersion.gear_id == Gear.id)
                   & (GearVersion.version == InstallationRow.version))
             .where(InstallationRow.workspace_id == wg.id)).all()
-        fresh = {row.id: _installed(row, manifest) for row, manifest in rows}
+        engine = engine_version(self.app.config)
+        fresh = {row.id: _installed(row, manifest, engine) for row, manifest in rows}
         self._known.update(fresh)
         for iid, old in list(wg.installations.items()):
             new = fresh.get(iid)
@@ -417,6 +450,9 @@ class EngineManager:
         if inst is None:
             return None, Outcome(installation, "?", hook, False, "not_installed",
                                  "the installation does not exist in this workspace")
+        if inst.status == InstallationStatus.suspended.value:
+            return None, Outcome(inst.id, inst.gear, hook, False, "suspended",
+                                 f"the installation is suspended: {inst.reason}")
         if not inst.runnable:
             return None, Outcome(inst.id, inst.gear, hook, False, "disabled",
                                  "the installation is disabled")

@@ -38,12 +38,16 @@ class InstallationStatus(enum.Enum):
 
     ``active``: it runs. ``disabled``: a user turned it off. ``failed``: the
     runtime's circuit breaker turned it off after repeated failures; the
-    reason says why, and re-enabling it clears the reason.
+    reason says why, and re-enabling it clears the reason. ``suspended``: the
+    installed version's ``engine`` range excludes the engine that runs it (the
+    reason says which engine it needs); it resumes by itself when the engine
+    or the installed version changes so that the range includes it again.
     """
 
     active = "active"
     disabled = "disabled"
     failed = "failed"
+    suspended = "suspended"
 
 
 def new_installation_id() -> str:

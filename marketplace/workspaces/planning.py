@@ -15,6 +15,13 @@ Rules:
   marketplace never installs dependencies behind the user's back (each has
   its own capabilities to consent to). A missing one is refused with
   ``missing_dependency``, naming the gear and range to install first.
+* A version whose ``engine`` range excludes the engine this server runs
+  (:func:`marketplace.settings.engine_version`) is refused with
+  ``engine_incompatible`` (409) when asked for exactly, and never chosen for
+  a range.
+* An installed gear whose installed version cannot run on this engine (it is
+  ``suspended``) is left out of the workspace's pins, like a quarantined one:
+  it must not make every other install in the workspace unresolvable.
 * Anything else the resolver cannot satisfy is refused with ``unresolvable``
   (409), its explanation in the message and one detail per cause.
 """
@@ -28,9 +35,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gears_sdk.errors import RangeError
-from gears_sdk.versions import parse_range, parse_version
+from gears_sdk.versions import is_valid_version, parse_range, parse_version
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion, VersionStatus, Workspace
+from marketplace.settings import engine_version
 from marketplace.workspaces.capabilities import CapabilityDiff, capabilities_of, capability_diff
 from marketplace.workspaces.models import Installation
 from marketplace.workspaces.resolver import (
@@ -89,6 +97,28 @@ def workspace_installations(session: Session, workspace: Workspace) -> list[Inst
     return list(rows)
 
 
+def engine_range(manifest: dict[str, Any]) -> str:
+    """The ``engine`` range a version's manifest declares (``*`` when it declares none)."""
+    return str(manifest.get("engine") or "*")
+
+
+def runs_on(manifest: dict[str, Any], engine: str) -> bool:
+    """Whether a version with ``manifest`` may run on engine version ``engine``."""
+    try:
+        return parse_range(engine_range(manifest)).matches(engine)
+    except RangeError:  # validated at publish; an unreadable range runs nowhere
+        return False
+
+
+def engine_mismatch(manifest: dict[str, Any], engine: str) -> str | None:
+    """``"needs engine >=2.0.0; this engine is 1.3.0"`` when the version cannot run on
+    ``engine``, else ``None``: what the catalog, the install flow and a suspended
+    installation say."""
+    if runs_on(manifest, engine):
+        return None
+    return f"needs engine {engine_range(manifest)}; this engine is {engine}"
+
+
 def find_gear(session: Session, gear_name: str) -> Gear:
     """The gear called ``gear_name``; 404 ``gear_not_found`` otherwise.
 
@@ -137,23 +167,26 @@ def plan_install(session: Session, workspace: Workspace, gear_name: str,
     When the gear is already installed this plans an upgrade (or downgrade):
     ``version_spec=None`` then means "the newest version its stored constraint
     allows". Raises ``gear_not_found`` (404), ``invalid_version`` (422),
-    ``missing_dependency`` (409) or ``unresolvable`` (409).
+    ``engine_incompatible`` (409), ``missing_dependency`` (409) or ``unresolvable`` (409).
     """
     gear = find_gear(session, gear_name)
     spec = _check_spec(version_spec)
+    engine = engine_version()
+    _check_engine(session, gear, spec, engine)
     installed = workspace_installations(session, workspace)
     current = next((i for i in installed if i.gear_id == gear.id), None)
     wanted = spec or (current.constraint if current is not None else "*")
     names = {i.gear.name: i.version for i in installed}
-    blocked = _quarantined(session, installed)
-    # A quarantined version cannot load anywhere, so it cannot be pinned either; leaving
-    # it out keeps one quarantined gear from blocking every other change in the workspace.
+    blocked = _unrunnable(session, installed, engine)
+    # A quarantined version cannot load anywhere and a suspended one cannot load on this
+    # engine, so neither can be pinned; leaving them out keeps one such gear from
+    # blocking every other change in the workspace.
     roots = [(name, f"={version}") for name, version in names.items()
              if name != gear.name and name not in blocked]
     roots.append((gear.name, wanted))
     source = DbCandidateSource(session, allow_versions={n: {v} for n, v in names.items()})
     try:
-        resolution = resolve(roots, source)
+        resolution = resolve(roots, source, engine)
     except ResolutionError as exc:
         raise _refusal(gear.name, exc, names) from None
     chosen = resolution[gear.name]
@@ -176,16 +209,35 @@ def plan_install(session: Session, workspace: Workspace, gear_name: str,
     )
 
 
-def _quarantined(session: Session, installed: list[Installation]) -> set[str]:
-    """Names of installed gears whose installed version is quarantined."""
+def _check_engine(session: Session, gear: Gear, spec: str | None, engine: str) -> None:
+    """Refuse an exact version that cannot run on this engine, saying which it needs."""
+    if spec is None:
+        return
+    exact = spec.removeprefix("=").strip()
+    if not is_valid_version(exact):
+        return
+    row = session.scalar(select(GearVersion).where(GearVersion.gear_id == gear.id,
+                                                   GearVersion.version == exact))
+    why = engine_mismatch(row.manifest, engine) if row is not None else None
+    if row is not None and why is not None:
+        raise MarketplaceError(409, "engine_incompatible", f"{gear.name} {exact} {why}",
+                               [{"path": "$.version", "message": why,
+                                 "code": "engine_incompatible", "gear": gear.name,
+                                 "engine": engine_range(row.manifest)}])
+
+
+def _unrunnable(session: Session, installed: list[Installation], engine: str) -> set[str]:
+    """Names of installed gears whose installed version is quarantined or cannot run on
+    ``engine``."""
     if not installed:
         return set()
     rows = session.execute(
-        select(Gear.name, GearVersion.version).join(GearVersion, GearVersion.gear_id == Gear.id)
-        .where(Gear.id.in_([i.gear_id for i in installed]), GearVersion.quarantined.is_(True))
-    ).all()
+        select(Gear.name, GearVersion.version, GearVersion.quarantined, GearVersion.manifest)
+        .join(GearVersion, GearVersion.gear_id == Gear.id)
+        .where(Gear.id.in_([i.gear_id for i in installed]))).all()
     pinned = {(i.gear.name, i.version) for i in installed}
-    return {name for name, version in rows if (name, version) in pinned}
+    return {name for name, version, quarantined, manifest in rows
+            if (name, version) in pinned and (quarantined or not runs_on(manifest, engine))}
 
 
 def _missing(what: str, missing: list[Dependency]) -> MarketplaceError:

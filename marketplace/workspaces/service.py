@@ -13,7 +13,7 @@ Refusals raise :class:`~marketplace.errors.MarketplaceError` with a stable code:
 ``invalid_config`` 422 (every problem in ``details``), ``consent_required`` 422
 (every capability not consented to in ``details``), ``already_installed`` 409,
 ``missing_dependency`` 409, ``unresolvable`` 409, ``required_by`` 409,
-``version_quarantined`` 409.
+``version_quarantined`` 409, ``engine_incompatible`` 409.
 
 Secret config values follow one rule everywhere: a secret left out, blank, or
 sent back as its mask ``{"set": …}`` keeps the stored value; an explicit
@@ -32,13 +32,16 @@ from sqlalchemy.orm import Session, object_session
 from gears_sdk.manifest import secret_fields
 from marketplace import audit
 from marketplace.audit import SystemActor
+from marketplace.db import utcnow
 from marketplace.errors import MarketplaceError
-from marketplace.models import Gear, User, Workspace
+from marketplace.models import Gear, GearVersion, User, Workspace
 from marketplace.registry.states import lock_gear
+from marketplace.settings import engine_version
 from marketplace.workspaces import events, outbox
 from marketplace.workspaces.capabilities import describe_capability
 from marketplace.workspaces.models import Installation, InstallationStatus
 from marketplace.workspaces.planning import (
+    engine_mismatch,
     find_gear,
     find_version,
     is_newer,
@@ -259,6 +262,7 @@ def upgrade(session: Session, inst: Installation, *, version_spec: str | None = 
     inst.config = clean
     inst.secrets_encrypted = box.encrypt(secrets) if secrets != stored else inst.secrets_encrypted
     inst.consented_capabilities = list(plan.capabilities)
+    _resume_on_change(inst, plan.manifest)
     action = ("installation.configure" if previous == inst.version else
               "installation.upgrade" if is_newer(inst.version, previous) else
               "installation.downgrade")
@@ -271,6 +275,16 @@ def upgrade(session: Session, inst: Installation, *, version_spec: str | None = 
     else:
         events.announce(events.on_config_changed, _event(inst))
     return inst
+
+
+def _resume_on_change(inst: Installation, manifest: dict[str, Any]) -> None:
+    """A new version or config clears what the system set, never what a user set: a
+    ``failed`` installation (its breaker judged the old version or config) runs again,
+    and a ``suspended`` one runs again when its version now fits this engine."""
+    if inst.status is InstallationStatus.failed or (
+            inst.status is InstallationStatus.suspended
+            and engine_mismatch(manifest, engine_version()) is None):
+        inst.enabled, inst.status, inst.disabled_reason = True, InstallationStatus.active, None
 
 
 def update_config(session: Session, inst: Installation, config: dict[str, Any] | None,
@@ -291,6 +305,7 @@ def update_config(session: Session, inst: Installation, config: dict[str, Any] |
     inst.config = clean
     if secrets != stored:
         inst.secrets_encrypted = box.encrypt(secrets)
+    _resume_on_change(inst, version.manifest)
     audit.record(session, actor, "installation.configure", "installation", inst.id,
                  before=before, after=_state(inst))
     outbox.record(session, outbox.EventKind.changed, inst)
@@ -305,7 +320,9 @@ def set_enabled(session: Session, inst: Installation, enabled: bool, actor: User
 
     Re-enabling a ``failed`` installation clears the runtime's reason and gives
     it a fresh start. A quarantined version cannot be re-enabled: quarantine
-    blocks it from loading anywhere. Setting the state it already has is a no-op.
+    blocks it from loading anywhere. A version that cannot run on this engine is
+    enabled as ``suspended``, with the reason. Setting the state it already has
+    is a no-op.
     """
     reason = _reason(reason)
     if enabled == inst.enabled and (enabled or inst.status is InstallationStatus.disabled):
@@ -320,6 +337,11 @@ def set_enabled(session: Session, inst: Installation, enabled: bool, actor: User
     inst.enabled = enabled
     inst.status = InstallationStatus.active if enabled else InstallationStatus.disabled
     inst.disabled_reason = None if enabled else reason
+    if enabled:
+        why = engine_mismatch(find_version(session, inst.gear, inst.version).manifest,
+                              engine_version())
+        if why is not None:
+            inst.status, inst.disabled_reason = InstallationStatus.suspended, why
     audit.record(session, actor, "installation.enable" if enabled else "installation.disable",
                  "installation", inst.id, before=before, after=_state(inst), reason=reason)
     outbox.record(session, outbox.EventKind.changed, inst)
@@ -351,6 +373,66 @@ def mark_failed(session: Session, installation_id: str, reason: str) -> Installa
     session.commit()
     events.announce(events.on_enabled_changed, _event(inst))
     return inst
+
+
+def set_suspended(session: Session, installation_id: str, *, version: str,
+                  suspended: bool, reason: str | None = None) -> Installation | None:
+    """Suspend (``active`` -> ``suspended``, with ``reason``) or resume (``suspended`` ->
+    ``active``) an installation on behalf of the engine, and commit.
+
+    One conditional update on the status and installed version it was judged by, so
+    concurrent engines starting together change it once, and a user's disable, the
+    breaker or an upgrade that happened meanwhile wins. Audited as the engine; returns
+    the installation when it changed, else ``None``.
+    """
+    inst = session.get(Installation, installation_id)
+    if inst is None:
+        return None
+    before = _state(inst)
+    was, now = ((InstallationStatus.active, InstallationStatus.suspended) if suspended else
+                (InstallationStatus.suspended, InstallationStatus.active))
+    done = session.execute(
+        update(Installation)
+        .where(Installation.id == installation_id, Installation.status == was,
+               Installation.version == version)
+        .values(status=now, disabled_reason=reason if suspended else None,
+                updated_at=utcnow()),
+        execution_options={"synchronize_session": False})
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return None
+    session.refresh(inst)
+    audit.record(session, SystemActor.engine,
+                 "installation.suspend" if suspended else "installation.resume",
+                 "installation", inst.id, before=before, after=_state(inst),
+                 reason=reason)
+    outbox.record(session, outbox.EventKind.changed, inst)
+    session.commit()
+    events.announce(events.on_enabled_changed, _event(inst))
+    return inst
+
+
+def suspensions(session: Session, engine: str) -> list[tuple[str, str, str | None]]:
+    """``(installation id, installed version, reason)`` for every installation whose
+    status should change on engine ``engine``: an active one whose version cannot run
+    on it (reason: which engine it needs), a suspended one whose version now can
+    (reason ``None``)."""
+    rows = session.execute(
+        select(Installation.id, Installation.version, Installation.status,
+               GearVersion.manifest, Gear.name)
+        .join(Gear, Installation.gear_id == Gear.id)
+        .join(GearVersion, (GearVersion.gear_id == Gear.id)
+              & (GearVersion.version == Installation.version))
+        .where(Installation.status.in_([InstallationStatus.active,
+                                        InstallationStatus.suspended]))).all()
+    out: list[tuple[str, str, str | None]] = []
+    for iid, version, status, manifest, name in rows:
+        why = engine_mismatch(manifest, engine)
+        if status is InstallationStatus.active and why is not None:
+            out.append((iid, version, f"{name} {version} {why}"))
+        elif status is InstallationStatus.suspended and why is None:
+            out.append((iid, version, None))
+    return out
 
 
 def uninstall(session: Session, inst: Installation, actor: User | None) -> None:
