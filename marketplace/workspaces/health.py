@@ -34,11 +34,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gears_sdk.versions import parse_range, parse_version
 from marketplace.models import GearVersion
 from marketplace.runtime.health import histogram_percentile
 from marketplace.settings import engine_version as current_engine_version
 from marketplace.workspaces.models import Installation, InstallationHealth, InstallationStatus
+from marketplace.workspaces.planning import engine_mismatch, runs_on
 
 STATES = ("running", "waiting", "disabled", "stopped_by_breaker", "quarantined", "tampered",
           "incompatible", "failed_to_start")
@@ -49,7 +49,8 @@ ACTIONS = ("none", "enable", "retry", "upgrade", "contact_publisher")
 TAMPER_CODES = frozenset({"tampered", "sha256_mismatch", "manifest_mismatch", "bad_signature",
                           "invalid_digest"})
 #: Start failures whose cause the state already shows from the rows (or has gone since).
-_SHOWN_ELSEWHERE = frozenset({"quarantined", "disabled", "not_installed", "incompatible_engine"})
+_SHOWN_ELSEWHERE = frozenset({"quarantined", "disabled", "not_installed", "suspended",
+                              "engine_incompatible"})
 
 
 @dataclass(frozen=True)
@@ -60,16 +61,9 @@ class State:
     next_action: str
 
 
-def engine_excludes(manifest: dict[str, Any], engine_version: str | None = None) -> str | None:
-    """The version's ``engine`` range when it excludes this engine's version, else ``None``."""
-    wanted = manifest.get("engine")
-    if not isinstance(wanted, str) or not wanted.strip():
-        return None
-    try:
-        ok = parse_range(wanted).matches(parse_version(engine_version or current_engine_version()))
-    except (ValueError, TypeError):
-        return None
-    return None if ok else wanted
+def can_run(version: GearVersion, engine_version: str | None = None) -> bool:
+    """Whether ``version`` may run on this engine (its ``engine`` range includes it)."""
+    return runs_on(version.manifest or {}, engine_version or current_engine_version())
 
 
 def _upgrade_or_contact(upgrade_to: str | None, why: str) -> tuple[str, str]:
@@ -86,7 +80,6 @@ def compute_state(inst: Installation, version: GearVersion | None,
 
     ``upgrade_to`` is the newest public version the user could move to (if any).
     """
-    status = inst.status.value
     manifest = version.manifest if version is not None else {}
     if version is not None and version.quarantined:
         why = version.quarantine_reason or "the marketplace found a problem with it"
@@ -94,11 +87,11 @@ def compute_state(inst: Installation, version: GearVersion | None,
         return State("quarantined", f"Version {inst.version} is quarantined: {why}. "
                      "The engine does not run it.", step, action)
     engine = engine_version or current_engine_version()
-    excluded = engine_excludes(manifest, engine)
-    if status == "suspended" or excluded:
-        reason = inst.disabled_reason if status == "suspended" and inst.disabled_reason else (
-            f"Version {inst.version} needs engine {excluded or manifest.get('engine')}; this "
-            f"marketplace runs engine {engine}.")
+    mismatch = engine_mismatch(manifest, engine) if version is not None else None
+    if inst.status is InstallationStatus.suspended or mismatch:
+        said = (inst.disabled_reason if inst.status is InstallationStatus.suspended
+                and inst.disabled_reason else mismatch)
+        reason = f"Version {inst.version} cannot run on this engine: {said or 'suspended'}."
         step, action = _upgrade_or_contact(upgrade_to, "may run on this engine")
         return State("incompatible", reason, step + " It resumes by itself when a compatible "
                      "version is installed or the engine changes.", action)

@@ -16,7 +16,7 @@ from gears_sdk.manifest import secret_fields
 from marketplace.models import GearVersion
 from marketplace.registry.queries import latest_public
 from marketplace.workspaces.capabilities import described
-from marketplace.workspaces.health import engine_excludes, health_rows, installation_health
+from marketplace.workspaces.health import can_run, health_rows, installation_health
 from marketplace.workspaces.models import Installation
 from marketplace.workspaces.planning import InstallPlan, is_newer
 from marketplace.workspaces.secrets import installation_secrets
@@ -54,7 +54,7 @@ def installation_json(inst: Installation, base_url: str) -> dict[str, Any]:
     session = object_session(inst)
     shared = health_rows(session, [inst.id]).get(inst.id) if session is not None else None
     upgrade_to = (latest.version if latest is not None and latest.version != inst.version
-                  and not engine_excludes(latest.manifest) else None)
+                  and can_run(latest) else None)
     return {
         "id": inst.id,
         "workspace": inst.workspace.name,

@@ -229,6 +229,23 @@ def test_incompatible_with_the_engine(app, client, api, monkeypatch):
     assert health["next_action"] == "contact_publisher"
 
 
+def test_a_suspended_installation_is_incompatible(client, api, session):
+    """The engine suspends an installation its version cannot run on: shown as
+    incompatible, with the engine's reason, and what to do."""
+    from marketplace.workspaces.service import set_suspended
+
+    api["release"]()
+    h = api["h"]["member"]
+    iid = client.post(URL, headers=h, json={"gear": "acme/hello", "consent": True}).json["id"]
+    assert set_suspended(session, iid, version="1.0.0", suspended=True,
+                         reason="needs engine >=2.0.0; this engine is 1.0.0") is not None
+    body = client.get(f"{URL}/{iid}", headers=h).json
+    assert body["status"] == "suspended"
+    assert body["health"]["state"] == "incompatible"
+    assert "needs engine >=2.0.0" in body["health"]["reason"]
+    assert "resumes by itself" in body["health"]["next_step"]
+
+
 def test_health_row_goes_with_the_installation(app, client, api, session):
     from marketplace.db import database
     from marketplace.engine.health_sync import flush_deltas
