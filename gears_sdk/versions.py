@@ -137,6 +137,17 @@ def parse_range(text: str) -> Range:
     return Range(raw=text.strip(), sets=sets)
 
 
+def runs_on(engine_range: object, engine: Version | str) -> bool:
+    """Whether a manifest's ``engine`` range (``None`` or empty: any) includes the
+    engine version ``engine``; a range that does not parse includes nothing."""
+    if engine_range is None or (isinstance(engine_range, str) and not engine_range.strip()):
+        return True
+    try:
+        return parse_range(engine_range).matches(engine)
+    except (RangeError, ValueError, TypeError):
+        return False
+
+
 def is_valid_range(text: object) -> bool:
     """True when ``text`` parses as a range."""
     try:

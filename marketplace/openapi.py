@@ -61,6 +61,11 @@ SCHEMAS: dict[str, Any] = {
             "name": STR, "version": STR,
             "status": {"enum": ["pending", "approved", "rejected"]},
             "yanked": BOOL, "quarantined": BOOL, "created_at": nullable(DATE),
+            "engine": {**nullable(STR), "description": "the engine versions it runs on "
+                       "(the manifest's range)"},
+            "engine_compatible": {**BOOL, "description": "whether the engine this server "
+                                  "runs is in that range; a version outside it is refused "
+                                  "on install (`engine_incompatible`)"},
         },
     },
     "Version": {

@@ -8,10 +8,11 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, selectinload
 
-from gears_sdk.versions import Version
+from gears_sdk.versions import Version, runs_on
 from marketplace.models import Gear, GearVersion, VersionStatus
 from marketplace.registry.search import CatalogQuery, search
 from marketplace.registry.viewer import Viewer
+from marketplace.settings import engine_version
 
 MAX_PER_PAGE = 100
 
@@ -104,6 +105,9 @@ def version_json(v: GearVersion, base_url: str, *, full: bool = True,
         "yanked": v.yanked,
         "quarantined": v.quarantined,
         "created_at": _iso(v.created_at),
+        # the engine versions it runs on, and whether this server's engine is one
+        "engine": v.manifest.get("engine"),
+        "engine_compatible": runs_on(v.manifest.get("engine"), engine_version()),
     }
     if not full:
         return out

@@ -13,10 +13,12 @@ from marketplace.db import get_session
 from marketplace.models import Gear, GearVersion, VersionStatus
 from marketplace.registry import queries
 from marketplace.registry.search import SORTS, CatalogQuery, facet_counts, search
+from marketplace.settings import engine_version
 from marketplace.web import readme
 from marketplace.web.forms import FormField, all_fields, build_form
 from marketplace.web.session import current_user, current_viewer
 from marketplace.workspaces import capabilities_of, describe_capability
+from marketplace.workspaces.planning import engine_mismatch, engine_range
 
 bp = Blueprint("web_catalog", __name__)
 
@@ -91,6 +93,8 @@ def _badges(v: GearVersion) -> list[tuple[str, str]]:
         out.append(("yanked", "Yanked"))
     if v.quarantined:
         out.append(("quarantined", "Quarantined"))
+    if engine_mismatch(v.manifest, engine_version()) is not None:
+        out.append(("incompatible", f"Needs engine {engine_range(v.manifest)}"))
     return out
 
 
@@ -115,10 +119,16 @@ def gear_page(publisher: str, name: str, version: str | None = None) -> str:
     schema = manifest.get("config_schema") or {}
     user = current_user()
     workspaces = [m.workspace for m in user.workspace_memberships] if user else []
+    engine = engine_version()
+    mismatch = engine_mismatch(manifest, engine)
+    # where to send someone looking at a version this engine cannot run
+    runs_here = next((v for v in visible if queries.is_public(v)
+                      and engine_mismatch(v.manifest, engine) is None), None)
     return render_template(
         "catalog/gear.html", gear=gear, shown=shown, latest=latest, manifest=manifest,
         versions=visible, badges=_badges, docs=docs, is_latest=shown is latest,
         permissions=[describe_capability(c) for c in capabilities_of(manifest)],
         config_fields=config_summary(schema), secret_formats=SECRET_FORMATS,
-        installable=queries.is_public(shown), workspaces=workspaces,
-        requires=sorted((manifest.get("requires") or {}).items()))
+        installable=queries.is_public(shown) and mismatch is None, workspaces=workspaces,
+        requires=sorted((manifest.get("requires") or {}).items()),
+        engine=engine, engine_mismatch=mismatch, runs_here=runs_here)

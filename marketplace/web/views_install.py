@@ -26,6 +26,7 @@ from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion, Workspace
 from marketplace.registry import queries
+from marketplace.settings import engine_version
 from marketplace.web import pending
 from marketplace.web.formparse import attach_errors, parse_form
 from marketplace.web.forms import build_form, to_raw
@@ -36,6 +37,7 @@ from marketplace.web.views_workspace import (
     installation_or_404,
     workspace_or_404,
 )
+from marketplace.workspaces.planning import engine_mismatch
 from marketplace.workspaces.validation import config_schema_of, validate_config
 
 bp = Blueprint("web_install", __name__)
@@ -113,7 +115,11 @@ def install_start(ws: str, publisher: str, name: str) -> Response | tuple[str, i
               "info")
         return redirect(url_for("web_workspace.installation", ws=ws, installation_id=existing.id))
     versions = _installable(gear)
-    wanted = request.values.get("version") or versions[0].version
+    engine = engine_version()
+    # by default the newest version that runs on this engine (any other is refused)
+    wanted = request.values.get("version") or next(
+        (v.version for v in versions if engine_mismatch(v.manifest, engine) is None),
+        versions[0].version if versions else "")
     version = next((v for v in versions if v.version == wanted), None)
     if version is None:
         abort(404, f"{gear.name} has no installable version {wanted}")

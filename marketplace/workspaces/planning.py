@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from gears_sdk.errors import RangeError
 from gears_sdk.versions import is_valid_version, parse_range, parse_version
+from gears_sdk.versions import runs_on as runs_on_engine
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion, VersionStatus, Workspace
 from marketplace.settings import engine_version
@@ -104,10 +105,7 @@ def engine_range(manifest: dict[str, Any]) -> str:
 
 def runs_on(manifest: dict[str, Any], engine: str) -> bool:
     """Whether a version with ``manifest`` may run on engine version ``engine``."""
-    try:
-        return parse_range(engine_range(manifest)).matches(engine)
-    except RangeError:  # validated at publish; an unreadable range runs nowhere
-        return False
+    return runs_on_engine(manifest.get("engine"), engine)
 
 
 def engine_mismatch(manifest: dict[str, Any], engine: str) -> str | None:

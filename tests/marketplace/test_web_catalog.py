@@ -110,3 +110,32 @@ def test_readme_with_markup_reaches_the_page_escaped(client, publish_gear):
     assert "&lt;b&gt;Bold&lt;/b&gt; title" in page
     assert "&lt;script&gt;x()&lt;/script&gt;" in page
     assert "<script>x()" not in page
+
+
+def test_versions_for_another_engine_are_marked_and_not_offered(client, publish_gear, signed_in):
+    publish_gear("acme/hello", "1.0.0", engine=">=1.0.0 <2.0.0")
+    publish_gear("acme/hello", "2.0.0", engine=">=2.0.0 <3.0.0")
+    from markupsafe import escape
+
+    need = str(escape("needs engine >=2.0.0 <3.0.0; this engine is 1.0.0"))
+
+    page = html(client.get("/gears/acme/hello"))  # the newest version, for engine 2
+    assert f"This version cannot run here: it {need}." in page
+    assert "Needs engine &gt;=2.0.0 &lt;3.0.0</span>" in page
+    assert "See version 1.0.0, which runs here" in page
+    assert "Install 2.0.0" not in page
+    older = html(client.get("/gears/acme/hello/1.0.0"))
+    assert "Install 1.0.0" in older and "cannot run here" not in older
+
+    versions = {v["version"]: v for v in
+                client.get("/api/v1/gears/acme/hello").get_json()["versions"]}
+    assert versions["2.0.0"]["engine"] == ">=2.0.0 <3.0.0"
+    assert (versions["1.0.0"]["engine_compatible"], versions["2.0.0"]["engine_compatible"]) \
+        == (True, False)
+
+    # the install flow starts at the newest version that runs here, and refuses the other
+    # one up front with the reason rather than failing later
+    start = html(signed_in.get("/workspaces/shop/install/acme/hello"))
+    assert 'value="1.0.0" selected' in start and "cannot be installed here" not in start
+    chosen = html(signed_in.get("/workspaces/shop/install/acme/hello?version=2.0.0"))
+    assert f"Hello 2.0.0 cannot be installed here.</strong> acme/hello 2.0.0 {need}" in chosen
