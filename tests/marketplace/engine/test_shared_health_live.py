@@ -11,6 +11,7 @@ any process), and again after the server restarted.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(600)]
 
 #: read before the ``app`` fixture clears the developer's GEARS_ settings from the environment
 PASSED_ON = {k: os.environ[k] for k in ("GEARS_SANDBOX_MIN_LEVEL",) if k in os.environ}
+PASSWORD = "a long password for the dashboard"
 WORKERS = 3
 DECISIONS = 9
 READS = 24
@@ -60,13 +62,31 @@ def _read(url: str, h: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {i["gear"]: i["health"] for i in resp.json()["items"]}
 
 
+def _dashboard(url: str, email: str) -> list[tuple[str, ...]]:
+    """The dashboard's state badges and health figures, signed in on a fresh connection."""
+    with requests.Session() as s:
+        page = s.get(f"{url}/login", timeout=30).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        signed = s.post(f"{url}/login", data={"email": email, "password": PASSWORD,
+                                              "csrf_token": token}, timeout=30,
+                        allow_redirects=False)
+        assert signed.status_code == 302, signed.text
+        html = s.get(f"{url}/workspaces/shop", timeout=30).text
+    cards = html.split('class="card install-card')[1:]
+    assert len(cards) == 2, html
+    return [tuple(re.findall(r"badge-state-(\w+)", c)
+                  + [f"{dt}={dd}" for dt, dd in re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", c)])
+            for c in cards]
+
+
 def test_every_web_process_shows_the_same_health(engine_runtime, app, app_config, client, people,
-                                                 publish, install, tmp_path: Path):
+                                                 publish, install, make_user, tmp_path: Path):
     greeter = install(publish(write_gear(tmp_path / "g", "acme/greeter", "template",
                                          ["gear_render"], GREETER)))
     install(publish(write_gear(tmp_path / "g", "acme/flaky", "extension", ["gear_on_event"],
                                FLAKY)))
     h = auth(people["ws_token"])
+    viewer = make_user(role="admin", password=PASSWORD).email  # admins see every workspace
     resp = client.put("/engine/v1/workspaces/shop/campaigns/home", headers=h, json={
         "placement": "home", "fallback": {"html": "<p>fallback</p>"},
         "experiences": [{"name": "main", "installation": greeter, "content": {}}]})
@@ -102,6 +122,10 @@ def test_every_web_process_shows_the_same_health(engine_runtime, app, app_config
 
         reads = [_read(url, h) for _ in range(READS)]
         assert all(r == first for r in reads), "two web processes showed different health"
+        board = _dashboard(url, viewer)
+        assert any(f"Calls={DECISIONS}" in card and "running" in card for card in board), board
+        assert any("stopped_by_breaker" in card for card in board), board
+        assert all(_dashboard(url, viewer) == board for _ in range(READS // 2))
         greeting = first["acme/greeter"]
         assert greeting["state"] == "running" and greeting["errors"] == 0
         assert len(greeting["logs"]) == DECISIONS and greeting["p99_ms"] is not None
@@ -113,5 +137,6 @@ def test_every_web_process_shows_the_same_health(engine_runtime, app, app_config
         url = server.start(workers=WORKERS)
         after = [_read(url, h) for _ in range(READS // 2)]
         assert all(r == first for r in after), "the health changed across a restart"
+        assert _dashboard(url, viewer) == board
     finally:
         server.stop()
