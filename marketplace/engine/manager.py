@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -121,6 +122,9 @@ class WorkspaceGears:
     load_failures: dict[str, Outcome] = field(default_factory=dict)
     #: installation id -> (consecutive start failures, monotonic time of the next try)
     retry_at: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: installation id -> what its last failed start depended on (:meth:`EngineManager.cause`):
+    #: when that changes the start is tried again at once, whatever the backoff says
+    causes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     checked_at: float = 0.0
 
     def reads_events(self) -> bool:
@@ -146,6 +150,24 @@ def _installed(row: InstallationRow, manifest: dict[str, Any], engine: str) -> I
                 else row.disabled_reason),
         fingerprint=(row.version, repr(sorted((row.config or {}).items())),
                      row.secrets_encrypted, row.enabled, row.status.value))
+
+
+def _tree_stamp(root: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """``(path, size, mtime, inode)`` of every file under ``root`` (empty when absent):
+    changes when a cached file is modified, replaced or restored."""
+    out = []
+    try:
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                out.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns, st.st_ino))
+    except OSError:
+        return ()
+    return tuple(sorted(out))
 
 
 class EngineManager:
@@ -303,6 +325,7 @@ class EngineManager:
             wg.registered.discard(installation)
         wg.load_failures.pop(installation, None)
         wg.retry_at.pop(installation, None)
+        wg.causes.pop(installation, None)
         self.runtime.forget(installation)
         self.started.discard(installation)
 
@@ -344,8 +367,9 @@ class EngineManager:
             return turns
 
     def _start_one(self, session: Session, wg: WorkspaceGears, inst: InstalledGear,
-                   hook: str) -> Outcome | None:
-        """Start one installation, one thread at a time; why it could not, or ``None``."""
+                   hook: str, cause: tuple[Any, ...] = ()) -> Outcome | None:
+        """Start one installation, one thread at a time; why it could not, or ``None``.
+        ``cause`` is what the start depends on, read before it (kept with a failure)."""
 
         def busy(why: str) -> GearCallError:
             return GearCallError(f"the worker is starting for another call ({why})",
@@ -367,15 +391,40 @@ class EngineManager:
                 self.runtime.ledger.not_running(inst.id, out.error or "load_failed", str(exc))
             if out.error != "busy":
                 with self._lock:
-                    tries = wg.retry_at.get(inst.id, (0, 0.0))[0] + 1
+                    # the same cause failing again backs off (doubling); a new one starts over
+                    same = wg.causes.get(inst.id) == cause
+                    tries = (wg.retry_at.get(inst.id, (0, 0.0))[0] if same else 0) + 1
                     wg.retry_at[inst.id] = (tries, time.monotonic() + min(
                         START_RETRY_MAX_S, START_RETRY_BASE_S * 2 ** (tries - 1)))
                     wg.load_failures[inst.id] = out
+                    wg.causes[inst.id] = cause
             return out
         with self._lock:
             wg.load_failures.pop(inst.id, None)
             wg.retry_at.pop(inst.id, None)
+            wg.causes.pop(inst.id, None)
         return None
+
+    def cause(self, session: Session, inst: InstalledGear) -> tuple[Any, ...]:
+        """What starting ``inst`` depends on besides its installation row (whose changes
+        retire it already): the version's quarantine flag and archive, its signature, the
+        kill list in force and the cached files (path, size, mtime, inode). A start that
+        failed is tried again at once when this changes: a release from quarantine, a new
+        signature or a restored cache file brings the gear back on the next call, while an
+        unchanged cause keeps its backoff."""
+        row = session.execute(
+            select(GearVersion.id, GearVersion.quarantined, GearVersion.sha256)
+            .join(Gear, GearVersion.gear_id == Gear.id)
+            .where(Gear.name == inst.gear, GearVersion.version == inst.version)).first()
+        if row is None:
+            return (inst.fingerprint, None)
+        sig = session.execute(select(VersionSignature.key_id, VersionSignature.signature)
+                              .where(VersionSignature.version_id == row.id)).first()
+        poller = self.killswitch
+        return (inst.fingerprint, bool(row.quarantined), row.sha256,
+                tuple(sig) if sig is not None else None,
+                poller.issued_at if poller is not None else None,
+                _tree_stamp(self.cache.path_for(row.sha256)))
 
     @staticmethod
     def _signed(session: Session, row: GearVersion, gear: str) -> SignedManifest:
@@ -398,6 +447,7 @@ class EngineManager:
         if row.quarantined:
             raise LoaderError(f"{gear} {version} is quarantined and may not run",
                               code="quarantined")
+        self._refresh_killlist(row, gear)
         gear_dir = verified_load(self.cache, self._signed(session, row, gear),
                                  keyring(self.app).public_keys())
         manifest: Manifest = load_manifest(gear_dir)
@@ -411,13 +461,41 @@ class EngineManager:
         self.runtime.stop(installation)
         self.runtime.start(inst)
 
+    def _refresh_killlist(self, row: GearVersion, gear: str) -> None:
+        """The database says ``row`` is not quarantined; when the kill list in force
+        still names it (released since the last poll), poll now rather than refuse it
+        until the next poll."""
+        poller = self.killswitch
+        if poller is None:
+            return
+        if any(e.sha256 == row.sha256 or (e.name == gear and e.version == row.version)
+               for e in list(poller.entries)):
+            poller.poll_once()
+
+    def _stopped_underneath(self, wg: WorkspaceGears, installation: str) -> bool:
+        """Whether a registered installation's worker is gone from the runtime (the kill
+        list stopped it); its proxy is dropped so the next call starts it again."""
+        try:
+            self.runtime.installation(installation)
+            return False
+        except GearCallError:
+            plugin = wg.pm.get_plugin(installation)
+            if plugin is not None:
+                wg.pm.unregister(plugin, name=installation)
+            wg.registered.discard(installation)
+            return True
+
     def ensure(self, session: Session, wg: WorkspaceGears, hook: str,
                only: Iterable[str] | None = None) -> list[Outcome]:
         """Start the runnable installations declaring ``hook`` (or just ``only``);
-        the outcomes of those that could not start."""
+        the outcomes of those that could not start.
+
+        One whose last start failed is tried again once its backoff is over, or at
+        once when what the start depends on changed (:meth:`cause`)."""
         wanted = set(only) if only is not None else None
         failed: list[Outcome] = []
         todo: list[InstalledGear] = []
+        waiting: list[tuple[InstalledGear, Outcome, tuple[Any, ...] | None]] = []
         now = time.monotonic()
         with self._lock:
             for inst in list(wg.installations.values()):
@@ -425,14 +503,22 @@ class EngineManager:
                     continue
                 if wanted is not None and inst.id not in wanted:
                     continue
-                if inst.id in wg.registered:
+                if inst.id in wg.registered and not self._stopped_underneath(wg, inst.id):
                     continue
                 if inst.id in wg.load_failures and now < wg.retry_at.get(inst.id, (0, 0.0))[1]:
-                    failed.append(wg.load_failures[inst.id])
+                    waiting.append((inst, wg.load_failures[inst.id], wg.causes.get(inst.id)))
                     continue
                 todo.append(inst)
+        causes: dict[str, tuple[Any, ...]] = {}
+        for inst, last, before in waiting:
+            causes[inst.id] = self.cause(session, inst)
+            if causes[inst.id] == before:
+                failed.append(last)
+            else:
+                todo.append(inst)
         for inst in todo:
-            out = self._start_one(session, wg, inst, hook)
+            cause = causes.get(inst.id) or self.cause(session, inst)
+            out = self._start_one(session, wg, inst, hook, cause)
             if out is not None:
                 failed.append(out)
         return failed

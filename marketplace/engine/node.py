@@ -76,6 +76,7 @@ def start_node(app: Flask) -> NodeInfo:
     app.extensions[NODE_EXTENSION] = info
     manager = get_engine(app)
     manager.runtime  # noqa: B018 (built now: the kill list is polled from the start)
+    manager.reconcile()  # suspend/resume installations for this engine's version now
     lifecycle.start()
     log.info("engine node %s (pid %s) started", info.id, info.pid)
     return info
