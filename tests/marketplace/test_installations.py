@@ -403,3 +403,25 @@ def test_a_quarantined_installation_does_not_block_other_changes(session, people
     assert _err(exc).code == "version_quarantined"
     upgrade(session, inst, version_spec="1.1.0", actor=people["member"])
     assert inst.version == "1.1.0"
+
+
+def test_a_new_version_or_config_runs_what_the_breaker_stopped_not_what_a_member_did(
+        session, people, release):
+    """The breaker judged the old version or config; a member's disable is theirs."""
+    release(config_schema={"type": "object", "properties": {"label": {"type": "string"}}})
+    release(version="1.1.0",
+            config_schema={"type": "object", "properties": {"label": {"type": "string"}}})
+    inst = _do_install(session, people, version_spec="1.0.0")
+    mark_failed(session, inst.id, "crashed 5 times in 10 minutes")
+    update_config(session, inst, {"label": "fixed"}, people["member"])
+    assert (inst.enabled, inst.status.value, inst.disabled_reason) == (True, "active", None)
+
+    mark_failed(session, inst.id, "crashed 5 times in 10 minutes")
+    upgrade(session, inst, version_spec="1.1.0", actor=people["member"])
+    assert (inst.version, inst.enabled, inst.status.value) == ("1.1.0", True, "active")
+
+    set_enabled(session, inst, False, people["member"], reason="not this week")
+    update_config(session, inst, {"label": "again"}, people["member"])
+    upgrade(session, inst, version_spec="1.0.0", actor=people["member"])
+    assert (inst.enabled, inst.status.value, inst.disabled_reason) == \
+        (False, "disabled", "not this week")
