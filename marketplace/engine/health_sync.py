@@ -149,6 +149,8 @@ class HealthSync:
         #: flushes that failed (their deltas were kept)
         self.failed_flushes = 0
         self._flushing = threading.Lock()
+        #: the flush under way carries a tripped breaker or a failed start
+        self._urgent_in_flight = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,27 +165,35 @@ class HealthSync:
         """Write everything pending now; ``False`` when the database refused (the deltas
         are kept for the next flush)."""
         with self._flushing:
-            deltas = self.ledger.take(self.owns)
-            if not deltas:
-                return True
+            self._urgent_in_flight = self.ledger.urgent()
             try:
-                flush_deltas(self.engine, deltas, self.deadline)
-            except Exception as exc:
-                self.failed_flushes += 1
-                self.ledger.restore(deltas)
-                log.error("could not write the health of %d installation(s), kept for the "
-                          "next flush: %s", len(deltas),
-                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                return False
+                return self._flush()
+            finally:
+                self._urgent_in_flight = False
+
+    def _flush(self) -> bool:
+        deltas = self.ledger.take(self.owns)
+        if not deltas:
             return True
+        try:
+            flush_deltas(self.engine, deltas, self.deadline)
+        except Exception as exc:
+            self.failed_flushes += 1
+            self.ledger.restore(deltas)
+            log.error("could not write the health of %d installation(s), kept for the "
+                      "next flush: %s", len(deltas),
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return False
+        return True
 
     def flush_urgent(self) -> None:
         """Flush now when a breaker tripped or a start failed since the last flush; a
         flush under way (the thread's, woken by the same event) has committed on return."""
-        with self._flushing:
-            pass
-        if self.ledger.urgent():
-            self.flush()
+        # urgent() is read first: a flush sets _urgent_in_flight before it takes the deltas,
+        # so one of the two is seen while that work is uncommitted. Otherwise a request
+        # never waits for the thread.
+        if self.ledger.urgent() or self._urgent_in_flight:
+            self.flush()  # waits for a flush under way, then writes what is left
 
     # -- the background thread ----------------------------------------------------------
 
