@@ -105,8 +105,8 @@ def _node_token() -> None:
 
 
 def status(app: Flask) -> dict[str, Any]:
-    """What runs on this node: its id, engine version, pid, uptime and one entry per
-    installation with a running worker."""
+    """What runs on this node: its id, engine version, pid, uptime, one entry per
+    installation with a running worker, and how its health flushes are doing."""
     from marketplace.engine import get_engine
 
     manager = get_engine(app)
@@ -128,6 +128,10 @@ def status(app: Flask) -> dict[str, Any]:
         "sandbox_level": runtime.level if runtime is not None else None,
         "workers": workers,
         "outbox_done": dict(lifecycle.done) if lifecycle else {},
+        # installations whose counts wait for the next health flush, and failed flushes
+        "health": {"pending": runtime.ledger.pending() if runtime is not None else 0,
+                   "failed_flushes": manager.health_sync.failed_flushes
+                   if manager.health_sync is not None else 0},
     }
 
 

@@ -87,7 +87,8 @@ def test_each_state_with_its_reason_and_next_step(engine_app, client, people, pu
 
     # tampered: a file of the cached copy changed; the failed start is written at once
     cached = next(manager.cache.root.glob("*/banner/__init__.py"))
-    os.chmod(cached, stat.S_IRUSR | stat.S_IWUSR)
+    mode = stat.S_IMODE(cached.stat().st_mode)
+    os.chmod(cached, mode | stat.S_IWUSR)
     cached.write_text(cached.read_text().replace("signed banner", "forged banner"))
     manager.forget("shop", banner)
     assert decide("hero")["fallback"] is True
@@ -95,6 +96,13 @@ def test_each_state_with_its_reason_and_next_step(engine_app, client, people, pu
     assert (shown["state"], shown["next_action"]) == ("tampered", "retry")
     assert "does not match what the registry signed" in shown["reason"]
     assert shown["calls"] == 3, "a refused start is not a call"
+    # the operator restores the file: the next call starts it, and the reason is gone
+    cached.write_text(cached.read_text().replace("forged banner", "signed banner"))
+    os.chmod(cached, mode)
+    assert decide("hero")["fallback"] is False
+    assert manager.health_sync.flush()
+    shown = health(banner)
+    assert shown["state"] == "running" and shown["calls"] == 4
 
     # disabled by a member, then enabled again
     assert client.patch(f"{URL}/{banner}", headers=h, json={"enabled": False}).status_code == 200

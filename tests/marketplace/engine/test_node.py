@@ -105,6 +105,7 @@ def test_the_node_answers_its_status_to_the_token_and_only_engine_paths(node):
     assert status["engine_version"] and status["workers"] == []
     assert str(status["pid"]) in status["node"]
     assert status["uptime_seconds"] >= 0
+    assert status["health"] == {"pending": 0, "failed_flushes": 0}
     for token in (None, "wrong-token"):
         refused = node.status_answer(token)
         assert refused.status_code == 401
