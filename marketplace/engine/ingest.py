@@ -287,7 +287,9 @@ def _write(session: Session, workspace_id: int, fresh: list[NewEvent], users: li
     result.duplicates += len(fresh) - len(inserted)
     refused = _replay(rows, patches, inserted, result, now)
     if inserted:
-        write_staged(session, staged)
+        for installation, gear, code, message in write_staged(session, staged):
+            result.error(installation, gear, code, message)
+            refused.append((installation, code, f"{gear}: {message}"))
     session.flush()
     return refused
 

@@ -456,7 +456,7 @@ class EngineManager:
             config=config, secrets={k: str(v) for k, v in secrets.items()},
             data_dir=self.data_root / installation,
             state=DbStateStore(self.sessions, installation, workspace_id,
-                               int(manifest.limits.get("state_kb", 256))))
+                               int(manifest.limits.get("state_kb", 256)), gear))
         self.started.add(installation)
         self.runtime.stop(installation)
         self.runtime.start(inst)
