@@ -447,6 +447,9 @@ class EngineManager:
         if row.quarantined:
             raise LoaderError(f"{gear} {version} is quarantined and may not run",
                               code="quarantined")
+        mismatch = engine_mismatch(row.manifest, engine_version(self.app.config))
+        if mismatch is not None:  # whoever asks (a call, a sync, gear_uninstall)
+            raise LoaderError(f"{gear} {version} {mismatch}", code="engine_incompatible")
         self._refresh_killlist(row, gear)
         gear_dir = verified_load(self.cache, self._signed(session, row, gear),
                                  keyring(self.app).public_keys())

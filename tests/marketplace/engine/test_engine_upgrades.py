@@ -198,3 +198,8 @@ def test_enabling_a_version_this_engine_cannot_run_suspends_it(
     body = resp.get_json()
     assert (body["status"], body["enabled"]) == ("suspended", True)
     assert "needs engine >=1.0.0 <2.0.0; this engine is 2.0.0" in body["disabled_reason"]
+    # it can be uninstalled on this engine, and no worker ever ran for it here
+    runtime = new.application.extensions["gears_engine"].runtime
+    assert new.delete(f"/api/v1/workspaces/shop/installations/{iid}",
+                      headers=h).status_code == 204
+    assert iid not in runtime.health()
