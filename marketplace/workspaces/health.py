@@ -122,7 +122,7 @@ def compute_state(inst: Installation, version: GearVersion | None,
                      or "Stopped after repeated failures.",
                      "Fix the cause shown in the last error, then enable it again to retry. "
                      "If it keeps failing, upgrade or contact the publisher.", "retry")
-    if health is not None and (health.calls or health.started_at is not None):
+    if health is not None and (health.started_at is not None or health.calls > health.errors):
         return State("running", "Running and answering calls." if health.calls
                      else "Its worker started; no call yet.", "Nothing to do.", "none")
     return State("waiting", "Waiting for its first call: the engine starts its worker when "

@@ -219,7 +219,7 @@ def test_browse_install_upgrade_disable_uninstall(registry, page, shoot):
     assert page.locator(".badge-state-disabled").is_visible()
     shoot(page, "13-dashboard-disabled")
     page.get_by_role("button", name="Enable").click()
-    assert page.locator(".badge-state-waiting, .badge-state-running").is_visible()
+    assert page.locator(".badge-state:not(.badge-state-disabled)").is_visible()
 
     page.get_by_role("link", name="Uninstall").click()
     shoot(page, "14-uninstall-confirm")
