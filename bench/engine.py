@@ -8,11 +8,11 @@ sandboxed worker:
   goes through both, every decision asks both to score the item pool;
 * one template (``gear_render``) that renders the chosen items.
 
-The engine is then driven through its plain functions,
-:func:`marketplace.engine.ingest_events` and :func:`marketplace.engine.decide`
-(the same code ``POST /events`` and ``POST /decide`` run, without HTTP). When
-the engine is not part of this build the section says so instead of
-inventing a number.
+The engine is then driven through the app's engine service
+(``services.engine(app)``: ``ingest`` and ``decide``, in this process, the
+same code ``POST /events`` and ``POST /decide`` run, without HTTP). When the
+engine is not part of this build the section says so instead of inventing a
+number.
 """
 
 from __future__ import annotations
@@ -83,13 +83,14 @@ class EngineSize:
 
 
 def engine_available() -> str | None:
-    """None when the engine's plain functions exist, else why not."""
+    """None when the engine service offers what the section drives, else why not."""
     try:
-        import marketplace.engine as engine
+        from marketplace.engine_service import EngineService
     except ImportError as exc:
-        return f"marketplace.engine cannot be imported ({exc})"
-    missing = [f for f in ("ingest_events", "decide", "get_engine") if not hasattr(engine, f)]
-    return f"marketplace.engine lacks {', '.join(missing)}" if missing else None
+        return f"marketplace.engine_service cannot be imported ({exc})"
+    missing = [f for f in ("ingest", "decide", "node_status", "close")
+               if not hasattr(EngineService, f)]
+    return f"the engine service lacks {', '.join(missing)}" if missing else None
 
 
 @contextlib.contextmanager
@@ -214,25 +215,24 @@ def _ok(resp: Any, status: int) -> Any:
 
 def _measure(sec: Section, size: EngineSize, tmp: Path, env: dict[str, str], ingest_row: Row,
              p50: Row, p99: Row) -> None:
-    from marketplace import engine
+    from marketplace import services
 
-    decide = engine.decide
     progress("engine: publishing, approving and installing three gears")
     app, _ = _setup(tmp, env, size)
+    engine = services.engine(app)
     try:
-        manager = engine.get_engine(app)
-        level = getattr(getattr(manager, "runtime", None), "level", None)
+        level = engine.node_status().get("sandbox_level")
         sec.versions["engine sandbox level"] = str(level or "default")
         sec.method = [
             "one workspace, three gears published and approved through the registry API, "
             "installed through the workspaces API, each in its own sandboxed worker: two "
             "extensions (`gear_on_event` + `gear_score_items`) and one template "
             "(`gear_render`); SQLite",
-            f"ingest: `marketplace.engine.ingest_events()` with batches of {size.batch} new "
+            f"ingest: the engine service's `ingest()` (in-process) with batches of {size.batch} new "
             f"events over {size.users} users, {size.events:,} events per run; every event "
             "goes through both extensions and their patches are applied; events/s = events ÷ "
             "wall time",
-            f"decide: `marketplace.engine.decide()` for a placement whose campaign asks for 4 "
+            f"decide: the engine service's `decide()` for a placement whose campaign asks for 4 "
             f"of {size.items} catalog items: both extensions score the pool, the template "
             f"renders, the HTML is sanitized and the decision logged; {size.decisions} "
             "decisions per run over random users, timed one at a time",
@@ -246,16 +246,16 @@ def _measure(sec: Section, size: EngineSize, tmp: Path, env: dict[str, str], ing
             return [{"id": f"e{next(serial)}", "user_id": f"u{rng.randrange(size.users)}",
                      "type": rng.choice(["view", "click", "purchase"])} for _ in range(n)]
 
-        warm = engine.ingest_events(app, WORKSPACE, batch(size.batch))
+        warm = engine.ingest(WORKSPACE, batch(size.batch))
         _check_ingest(sec, warm, size.batch)
-        first = decide(app, WORKSPACE, "u0", PLACEMENT)
+        first = engine.decide(WORKSPACE, "u0", PLACEMENT)
         if first.get("fallback"):
             sec.notes.append(f"the warm-up decision fell back: {first.get('gears')}")
         for r in range(size.repeats):
             progress(f"engine: run {r + 1}/{size.repeats}")
             batches = [batch(size.batch) for _ in range(max(1, size.events // size.batch))]
             t0 = time.perf_counter()
-            results = [engine.ingest_events(app, WORKSPACE, b) for b in batches]
+            results = [engine.ingest(WORKSPACE, b) for b in batches]
             elapsed = time.perf_counter() - t0
             ingest_row.samples.append(sum(len(b) for b in batches) / elapsed)
             for res, b in zip(results, batches, strict=True):
@@ -265,7 +265,7 @@ def _measure(sec: Section, size: EngineSize, tmp: Path, env: dict[str, str], ing
             for _ in range(size.decisions):
                 user = f"u{rng.randrange(size.users)}"
                 t0 = time.perf_counter()
-                d = decide(app, WORKSPACE, user, PLACEMENT)
+                d = engine.decide(WORKSPACE, user, PLACEMENT)
                 lat.append((time.perf_counter() - t0) * 1000.0)
                 fallbacks += bool(d.get("fallback"))
             p50.samples.append(statistics.median(lat))
@@ -274,7 +274,7 @@ def _measure(sec: Section, size: EngineSize, tmp: Path, env: dict[str, str], ing
                 sec.notes.append(f"{fallbacks} of {size.decisions} decisions fell back in run "
                                  f"{r + 1}")
     finally:
-        engine.shutdown(app)
+        engine.close()
 
 
 def _check_ingest(sec: Section, result: dict[str, Any], sent: int) -> None:

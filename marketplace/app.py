@@ -21,7 +21,9 @@ from marketplace.config import load_settings
 from marketplace.settings import warn_unknown
 
 #: Domain packages, each exposing ``init_app(app)`` that registers its blueprint(s).
-#: Add a package here to mount it; the order is the order of registration.
+#: Add a package here to mount it; the order is the order of registration. With
+#: ``ENGINE_URLS`` set, :data:`REMOTE_ENGINE` takes the engine's place: this process
+#: runs no engine, it reaches engine nodes (:mod:`marketplace.engine_service`).
 BLUEPRINT_MODULES: tuple[str, ...] = (
     "marketplace.health",
     "marketplace.accounts",
@@ -32,6 +34,8 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "marketplace.admin",
     "marketplace.engine",
 )
+EMBEDDED_ENGINE = "marketplace.engine"
+REMOTE_ENGINE = "marketplace.engine_proxy"
 
 #: Sent with every response. The CSP allows only same-origin resources, no
 #: plugins, no framing and no <base> rewriting; views needing more set their own.
@@ -75,6 +79,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     blobs.init_app(app)
     for module_name in BLUEPRINT_MODULES:
+        if module_name == EMBEDDED_ENGINE and app.config["ENGINE_URLS"]:
+            module_name = REMOTE_ENGINE
         importlib.import_module(module_name).init_app(app)
     app.after_request(_security_headers)
     trust_proxies(app)

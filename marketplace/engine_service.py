@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError
@@ -51,6 +52,12 @@ ANSWER_LIMITS = ValueLimits(max_bytes=MAX_ANSWER_BYTES, max_nodes=5_000_000, max
 #: The prefix of node-internal endpoints, which take the node token.
 NODE_PREFIX = "/engine/v1/_node/"
 
+# The engine API's vocabulary, which forms above the engine explain to their users.
+#: The comparison operators of the segment rule language.
+OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "contains", "exists")
+#: What a segment's or campaign's name may be (the engine checks it with one pattern).
+NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+
 
 class EngineService(Protocol):
     """What the layers above the engine may ask of it, by workspace name.
@@ -58,6 +65,9 @@ class EngineService(Protocol):
     Every method answers what the engine's JSON API (``/engine/v1``) answers for the
     same request, and raises the same errors as :class:`MarketplaceError`.
     """
+
+    #: ``"embedded"`` (the engine runs in this process) or ``"remote"`` (engine nodes).
+    mode: str
 
     # -- events, profiles, catalog --------------------------------------------------------
 
@@ -69,8 +79,8 @@ class EngineService(Protocol):
         """A profile with its segments and latest events; ``404 profile_not_found``."""
         ...
 
-    def recent_profiles(self, workspace: str, limit: int) -> list[str]:
-        """The user ids of the profiles changed last, newest first."""
+    def recent_profiles(self, workspace: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The profiles changed last, newest first: ``{"user_id", "updated_at"}``."""
         ...
 
     def import_profiles(self, workspace: str,
@@ -97,10 +107,9 @@ class EngineService(Protocol):
 
     # -- segments and campaigns -------------------------------------------------------------
 
-    def segments(self, workspace: str, *, counts: bool = False) -> dict[str, Any]:
-        """``{"segments": [...]}`` by name; with ``counts`` also ``"members"``: each
-        segment's member count, or ``None`` when the workspace has too many profiles to
-        count them on a page."""
+    def segments(self, workspace: str, *, counts: bool = False) -> list[dict[str, Any]]:
+        """Every segment by name; with ``counts`` each also has ``"members"``: its member
+        count, or ``None`` when the workspace has too many profiles to count them."""
         ...
 
     def segment(self, workspace: str, name: str) -> dict[str, Any]:
@@ -146,6 +155,10 @@ class EngineService(Protocol):
 
     def node_status(self) -> dict[str, Any]:
         """What the engine answering is: ``{"mode", "engine_version", "sandbox_level"}``."""
+        ...
+
+    def close(self) -> None:
+        """Release what this process holds for the engine (embedded: stop its workers)."""
         ...
 
 
@@ -286,8 +299,7 @@ class NodePool:
             else:
                 self._down_until.pop(url, None)
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: Mapping[str, Any] | None = None,
+    def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
                 headers: Mapping[str, str] | None = None, data: Any = None,
                 stream: bool = False, check: bool = True) -> NodeAnswer:
         """Send one request to the first node that accepts the connection.
@@ -338,6 +350,13 @@ class NodePool:
         raise unavailable(f"no engine node answered ({tried}); is `marketplace engine serve` "
                           "running at GEARS_ENGINE_URLS?")
 
+    def close(self) -> None:
+        """Close this thread's connections (others close with their threads)."""
+        found = getattr(self._local, "session", None)
+        if found is not None:
+            found.close()
+            self._local.session = None
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """:meth:`request`, the answer's JSON body returned (``None`` when empty)."""
         answer = self.request(method, path, **kwargs)
@@ -358,3 +377,131 @@ def _reason(exc: Exception) -> str:
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return str(reason or exc)
 
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+class RemoteEngine:
+    """The engine on the nodes of ``pool``, over their ``/engine/v1`` API.
+
+    Calls carry the node token: the caller (a page, the scheduler) has checked its
+    own user already, as the API checks a token's scope."""
+
+    mode = "remote"
+
+    def __init__(self, pool: NodePool, token: str | None) -> None:
+        self.pool = pool
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _call(self, method: str, path: str, *, json: Any = None,
+              params: Mapping[str, Any] | None = None) -> Any:
+        return self.pool.call(method, path, json=json, params=params, headers=self._headers)
+
+    @staticmethod
+    def _ws(workspace: str, *parts: str) -> str:
+        return "/engine/v1/workspaces/" + "/".join([_q(workspace), *parts])
+
+    # -- events, profiles, catalog --------------------------------------------------------
+
+    def ingest(self, workspace: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", self._ws(workspace, "events"),
+                                            json={"events": events})
+        return result
+
+    def profile(self, workspace: str, user_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", self._ws(workspace, "profiles", _q(user_id)))
+        return found
+
+    def recent_profiles(self, workspace: str, limit: int = 20) -> list[dict[str, Any]]:
+        found = self._call("GET", self._ws(workspace, "profiles"), params={"limit": limit})
+        return list(found["profiles"])
+
+    def import_profiles(self, workspace: str,
+                        records: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PUT", self._ws(workspace, "profiles"),
+                                            json={"profiles": records})
+        return result
+
+    def put_items(self, workspace: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PUT", self._ws(workspace, "catalog", "items"),
+                                            json={"items": items})
+        return result
+
+    def items(self, workspace: str, *, category: str | None = None,
+              limit: int = 50) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if category:
+            params["category"] = category
+        found: dict[str, Any] = self._call("GET", self._ws(workspace, "catalog", "items"),
+                                           params=params)
+        return found
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def decide(self, workspace: str, user_id: str, placement: str,
+               context: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", self._ws(workspace, "decide"),
+            json={"user_id": user_id, "placement": placement, "context": context or {}})
+        return result
+
+    # -- segments and campaigns -------------------------------------------------------------
+
+    def segments(self, workspace: str, *, counts: bool = False) -> list[dict[str, Any]]:
+        found = self._call("GET", self._ws(workspace, "segments"),
+                           params={"counts": "true" if counts else "false"})
+        return list(found["segments"])
+
+    def segment(self, workspace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", self._ws(workspace, "segments", _q(name)))
+        return found
+
+    def put_segment(self, workspace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        saved: dict[str, Any] = self._call("PUT", self._ws(workspace, "segments", _q(name)),
+                                           json=body)
+        return saved
+
+    def delete_segment(self, workspace: str, name: str) -> None:
+        self._call("DELETE", self._ws(workspace, "segments", _q(name)))
+
+    def campaigns(self, workspace: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", self._ws(workspace, "campaigns"))["campaigns"])
+
+    def campaign(self, workspace: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", self._ws(workspace, "campaigns", _q(name)))
+        return found
+
+    def put_campaign(self, workspace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        saved: dict[str, Any] = self._call("PUT", self._ws(workspace, "campaigns", _q(name)),
+                                           json=body)
+        return saved
+
+    def delete_campaign(self, workspace: str, name: str) -> None:
+        self._call("DELETE", self._ws(workspace, "campaigns", _q(name)))
+
+    # -- connectors -------------------------------------------------------------------------
+
+    def check_connection(self, workspace: str, installation: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call(
+            "POST", self._ws(workspace, "connectors", _q(installation), "check"))
+        return found
+
+    def sync(self, workspace: str, installation: str,
+             streams: list[str] | None = None) -> dict[str, Any]:
+        run: dict[str, Any] = self._call(
+            "POST", self._ws(workspace, "connectors", _q(installation), "sync"),
+            json={"streams": streams} if streams is not None else {})
+        return run
+
+    # -- the engine itself ------------------------------------------------------------------
+
+    def node_status(self) -> dict[str, Any]:
+        answer = self.pool.request("GET", NODE_PREFIX + "status")
+        found = answer.json()
+        return {**(found if isinstance(found, dict) else {}), "mode": self.mode,
+                "node": answer.node}
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,10 +1,12 @@
 """Names under which a layer offers a service to the layers above it.
 
 The engine sits below the pages, so it cannot call into them, and the pages
-must not reach into the engine's modules. Instead the engine registers what it
-offers on the app (``app.extensions[NAME] = callable``) in its ``init_app``,
-and a page looks it up per request. Each app has its own services; nothing is
-set on a module, so two apps in one process never see each other's.
+must not reach into the engine's modules. Instead what the engine offers is
+registered on the app (``app.extensions[NAME]``) — the engine service by
+``marketplace.engine.init_app`` (in-process) or by ``marketplace.engine_proxy``
+(engine nodes) — and a page looks it up per request. Each app has its own
+services; nothing is set on a module, so two apps in one process never see
+each other's.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ if TYPE_CHECKING:
 
 #: the app's :class:`~marketplace.engine_service.EngineService` (see :func:`engine`).
 ENGINE = "gears.engine"
-#: ``(installation_row) -> {"ok": bool, "message": str, ...}``: a connector's ``gear_check``.
-CONNECTION_TESTER = "gears.connection_tester"
 
 
 def service(app: Flask, name: str) -> Callable[..., Any] | None:

@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gears_sdk", "marketplace")
 
 PAGES = ("marketplace.web", "marketplace.admin")
+#: What reaches the engine only through its service interface (marketplace.engine_service).
+ENGINE_CLIENTS = (*PAGES, "marketplace.registry", "marketplace.workspaces", "marketplace.demo",
+                  "marketplace.engine_service", "marketplace.engine_proxy")
 
 # (layer, what it must not import). docs/architecture.md "Layers" says the same.
 FORBIDDEN: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -33,6 +36,7 @@ FORBIDDEN: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("marketplace.engine", PAGES),
     ("marketplace.registry", PAGES),
     ("marketplace.accounts", PAGES),
+    *((client, ("marketplace.engine",)) for client in ENGINE_CLIENTS),
 )
 
 
@@ -110,6 +114,18 @@ def test_layers_import_only_downwards() -> None:
         if _within(name, layer) and any(_within(target, b) for b in banned)
     ]
     assert not violations, "layer violations:\n" + "\n".join(violations)
+
+
+def test_the_bench_reaches_the_engine_through_its_service_only() -> None:
+    modules = all_modules()
+    violations = [
+        f"bench/{path.name}:{line} imports {target}"
+        for path in sorted((ROOT / "bench").glob("*.py"))
+        for target, line in imports_in(path.read_text(), f"bench.{path.stem}",
+                                       path.name == "__init__.py", modules)
+        if _within(target, "marketplace.engine")
+    ]
+    assert not violations, "the bench imports engine internals:\n" + "\n".join(violations)
 
 
 def test_the_check_sees_function_imports_and_skips_type_only_ones() -> None:

@@ -12,6 +12,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from marketplace import services
 from marketplace.accounts import service as accounts
 from marketplace.audit import SystemActor
 from marketplace.db import utcnow
@@ -42,7 +43,7 @@ def catalog_items() -> list[dict[str, Any]]:
     for category, titles in CATEGORIES.items():
         for i, title in enumerate(titles):
             item_id = f"{category[:3]}-{i + 1}"
-            items.append({"item_id": item_id, "title": title, "category": category,
+            items.append({"id": item_id, "title": title, "category": category,
                           "price": 19.0 + 13 * i + len(category), "url": f"https://shop.example.com/p/{item_id}",
                           "image_url": None, "attributes": {}, "active": True})
     return items
@@ -146,32 +147,26 @@ def segments_and_campaigns(ids: dict[str, str]) -> tuple[dict[str, Any], dict[st
 
 def seed_engine(app: Flask, session: Session, workspace_name: str, ids: dict[str, str],
                 say: Say) -> None:
-    """Catalog, segments, campaigns and events, once (skipped when the catalog has items)."""
-    from marketplace.engine import connectors, setup
-    from marketplace.engine.ingest import ingest
-    from marketplace.engine.models import CatalogItem
-    from marketplace.engine.validation import check_event_batch
-
-    workspace = _workspace(session, workspace_name)
-    if session.scalar(select(CatalogItem.id).where(CatalogItem.workspace_id == workspace.id)):
+    """Catalog, segments, campaigns and events, once (skipped when the catalog has items),
+    through the app's engine service: in this process or on an engine node."""
+    session.commit()  # the seed's own writes are done: the engine works in its own sessions
+    engine = services.engine(app)
+    if engine.items(workspace_name, limit=1)["items"]:
         return
     items = catalog_items()
-    connectors.upsert_items(session, workspace.id, items)
+    engine.put_items(workspace_name, items)
     # What a CRM import through a connector would bring: names and emails.
-    people = [{"user_id": user, "attributes": {"first_name": first,
-                                               "email": f"{user}@example.com"}}
-              for user, first in PEOPLE]
-    connectors._apply_profiles(session, workspace.id, list(enumerate(people)), [])
+    engine.import_profiles(workspace_name, [
+        {"user_id": user, "attributes": {"first_name": first, "email": f"{user}@example.com"}}
+        for user, first in PEOPLE])
     segments, campaigns = segments_and_campaigns(ids)
     for name, body in segments.items():
-        setup.put_segment(session, workspace, name, body)
+        engine.put_segment(workspace_name, name, body)
     for name, body in campaigns.items():
-        setup.put_campaign(session, workspace, name, body)
-    session.commit()
+        engine.put_campaign(workspace_name, name, body)
     say(f"added {len(items)} catalog items, {len(segments)} segments, "
         f"{len(campaigns)} campaigns")
-    events = check_event_batch({"events": sample_events(random.Random(7))})
-    result = ingest(app.extensions["gears_engine"], session, workspace, events)
-    session.commit()
+    events = sample_events(random.Random(7))
+    result = engine.ingest(workspace_name, events)
     say(f"ingested {len(events)} sample events through the installed gears "
-        f"({result.to_dict().get('patches_applied', 0)} profile patches)")
+        f"({result.get('patches_applied', 0)} profile patches)")

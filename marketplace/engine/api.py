@@ -2,8 +2,12 @@
 
 Every route needs a token allowing ``workspace:<ws>`` (its user still a
 member of the workspace) or an admin token: 401 without a token, 403 with
-another workspace's. The views only translate HTTP to the plain functions in
-the engine's modules, which is also what ``make bench`` drives.
+another workspace's. The node token (``ENGINE_NODE_TOKEN``) is also accepted:
+it is how the other processes of this installation (web servers answering
+their pages, the scheduler) call an engine node, having checked their own
+users first. The views only translate HTTP to the plain functions in the
+engine's modules, which is also what the in-process engine service
+(:mod:`marketplace.engine.service`) calls.
 """
 
 from __future__ import annotations
@@ -21,9 +25,23 @@ from marketplace.engine.decisions import decide as run_decision
 from marketplace.engine.ingest import ingest
 from marketplace.engine.manager import EngineManager
 from marketplace.engine.models import Decision, SyncRun, SyncSchedule
-from marketplace.engine.queries import catalog_page, decision_json, profile_view
+from marketplace.engine.queries import (
+    campaign_list,
+    catalog_page,
+    decision_json,
+    profile_view,
+    recent_profiles,
+    segment_list,
+)
 from marketplace.engine.scheduler import schedule_json, set_schedule
-from marketplace.engine.validation import check_event_batch, check_item_batch, invalid, problem
+from marketplace.engine.validation import (
+    check_decide_request,
+    check_event_batch,
+    check_item_batch,
+    invalid,
+    problem,
+)
+from marketplace.engine_service import token_matches
 from marketplace.errors import MarketplaceError
 from marketplace.http_input import json_body
 from marketplace.models import Workspace
@@ -40,9 +58,16 @@ def engine() -> EngineManager:
     return manager
 
 
+def node_caller() -> bool:
+    """Whether the request carries the node token: another process of this installation."""
+    return token_matches(current_app.config["ENGINE_NODE_TOKEN"],
+                         request.headers.get("Authorization"))
+
+
 def workspace(ws: str) -> Workspace:
     """The workspace, once the token is allowed to act in it (401/403/404)."""
-    require_scope(f"workspace:{ws}")
+    if not node_caller():
+        require_scope(f"workspace:{ws}")
     row = get_session().scalar(select(Workspace).where(Workspace.name == ws))
     if row is None:
         raise MarketplaceError(404, "workspace_not_found", f"there is no workspace {ws!r}")
@@ -68,6 +93,14 @@ def _int_arg(name: str, default: int, hi: int) -> int:
     return value
 
 
+def _flag_arg(name: str) -> bool:
+    raw = request.args.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise invalid(f"'{name}' is true or false", [problem(name, "true or false", "type")],
+                      "invalid_parameter")
+    return raw in ("true", "1")
+
+
 def _done(payload: Any, status: int = 200) -> tuple[Response, int]:
     get_session().commit()
     engine().flush_failures()
@@ -82,6 +115,20 @@ def post_events(ws: str) -> tuple[Response, int]:
     w = workspace(ws)
     events = check_event_batch(body())
     return _done(ingest(engine(), get_session(), w, events).to_dict())
+
+
+@bp.get("/profiles")
+def list_profiles(ws: str) -> Response:
+    w = workspace(ws)
+    return jsonify({"profiles": recent_profiles(get_session(), w, _int_arg("limit", 20, 500))})
+
+
+@bp.put("/profiles")
+def put_profiles(ws: str) -> tuple[Response, int]:
+    w = workspace(ws)
+    data = body()
+    records = data.get("profiles") if isinstance(data, dict) else None
+    return _done({"imported": connectors.import_profiles(get_session(), w.id, records)})
 
 
 @bp.get("/profiles/<user_id>")
@@ -109,22 +156,8 @@ def get_items(ws: str) -> Response:
 @bp.post("/decide")
 def post_decide(ws: str) -> tuple[Response, int]:
     w = workspace(ws)
-    data = body()
-    problems = []
-    if not isinstance(data, dict):
-        data = {}
-        problems.append(problem("$", "an object"))
-    user = data.get("user_id")
-    if not isinstance(user, str) or not user or len(user) > 200:
-        problems.append(problem("$.user_id", "a non-empty string of at most 200 characters"))
-    if not isinstance(data.get("placement"), str) or not data.get("placement"):
-        problems.append(problem("$.placement", "the placement's name"))
-    if not isinstance(data.get("context", {}), dict):
-        problems.append(problem("$.context", "an object"))
-    if problems:
-        raise invalid("the decision request is invalid", problems, "invalid_request")
-    return _done(run_decision(engine(), get_session(), w, str(user), data["placement"],
-                              data.get("context") or {}))
+    user, placement, context = check_decide_request(body())
+    return _done(run_decision(engine(), get_session(), w, user, placement, context))
 
 
 @bp.get("/decisions")
@@ -196,12 +229,9 @@ def export_segment(ws: str, segment: str, installation: str) -> tuple[Response, 
 
 @bp.get("/segments")
 def list_segments(ws: str) -> Response:
-    from marketplace.engine.models import Segment
-
     w = workspace(ws)
-    rows = get_session().scalars(select(Segment).where(Segment.workspace_id == w.id)
-                                 .order_by(Segment.name))
-    return jsonify({"segments": [setup.segment_json(r) for r in rows]})
+    counts = _flag_arg("counts")
+    return jsonify({"segments": segment_list(get_session(), w, counts=counts)})
 
 
 @bp.get("/segments/<name>")
@@ -238,12 +268,7 @@ def segment_members(ws: str, name: str) -> Response:
 
 @bp.get("/campaigns")
 def list_campaigns(ws: str) -> Response:
-    from marketplace.engine.models import Campaign
-
-    w = workspace(ws)
-    rows = get_session().scalars(select(Campaign).where(Campaign.workspace_id == w.id)
-                                 .order_by(Campaign.placement, Campaign.name))
-    return jsonify({"campaigns": [setup.campaign_json(r) for r in rows]})
+    return jsonify({"campaigns": campaign_list(get_session(), workspace(ws))})
 
 
 @bp.get("/campaigns/<name>")
@@ -259,6 +284,5 @@ def put_campaign(ws: str, name: str) -> tuple[Response, int]:
 
 @bp.delete("/campaigns/<name>")
 def delete_campaign(ws: str, name: str) -> tuple[Response, int]:
-    session = get_session()
-    session.delete(setup.get_campaign(session, workspace(ws), name))
+    setup.delete_campaign(get_session(), workspace(ws), name)
     return _done({"deleted": name})

@@ -44,12 +44,21 @@ from marketplace.engine.models import (
 )
 from marketplace.engine.profiles import PatchError, check_profile
 from marketplace.engine.upserts import ensure_rows
-from marketplace.engine.validation import ITEM_FIELDS, ProblemDetail, check_event, check_item, problem
+from marketplace.engine.validation import (
+    ITEM_FIELDS,
+    ProblemDetail,
+    check_event,
+    check_item,
+    invalid,
+    problem,
+)
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.runtime import HookDeclined, settle
 
 MAX_PAGES_PER_STREAM = 1000
+#: Profile records one import may hold (as many as events in one batch).
+MAX_IMPORT = 1000
 EXPORT_BATCH = 500
 #: A run still "running" after this long is taken to have died with its process.
 STALE_RUN = timedelta(hours=1)
@@ -102,16 +111,26 @@ def check(engine: EngineManager, session: Session, workspace: Workspace,
     return {"ok": bool(result.ok), "message": result.message, "details": result.details}
 
 
-def connection_test(engine: EngineManager, installation: Any) -> dict[str, Any]:
-    """``check`` for an installation row, as the dashboard's "Test connection" asks it."""
-    with engine.sessions() as session:
-        workspace = session.get(Workspace, installation.workspace_id)
-        if workspace is None:
-            return {"ok": False, "message": "the workspace is gone", "details": {}}
-        return check(engine, session, workspace, installation.id)
-
-
 # -- records ------------------------------------------------------------------------------
+
+
+def import_profiles(session: Session, workspace_id: int, records: Any) -> int:
+    """Merge ``{user_id, attributes, traits}`` records into profiles as a connector's
+    ``profiles`` stream does; 422 listing every problem, nothing imported, if any is bad.
+    The caller commits."""
+    problems: list[ProblemDetail] = []
+    records = records if isinstance(records, list) else []
+    if not 1 <= len(records) <= MAX_IMPORT:
+        problems.append(problem("$.profiles", f"a list of 1 to {MAX_IMPORT} profile records"))
+        raise invalid("the profiles cannot be imported", problems, "invalid_profiles")
+    merged = _apply_profiles(session, workspace_id, list(enumerate(records)), problems)
+    if problems:
+        session.rollback()
+        for p in problems:
+            p["path"] = p["path"].replace("$.records", "$.profiles", 1)
+        raise invalid(f"{len(problems)} profile record(s) cannot be imported", problems,
+                      "invalid_profiles")
+    return merged
 
 
 def _apply_profiles(session: Session, workspace_id: int, records: list[tuple[int, Any]],

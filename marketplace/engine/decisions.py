@@ -1,6 +1,7 @@
 """Decisions: what to show one user at one placement.
 
-1. the placement's active campaign with the highest priority;
+1. the placement's active campaign with the highest priority (equal priorities: the
+   first by name; :func:`~marketplace.engine.models.campaign_order`);
 2. its first experience whose segment the profile is in (no segment: everyone);
 3. if the experience's content asks for items (``{"items": {"count": 4,
    "category": "shoes"}}``), a pool of catalog items is ranked by the sum of
@@ -30,7 +31,7 @@ from gears_sdk.values import finite_or_none
 from marketplace.engine.audience import ProfileCounter, profile_matches
 from marketplace.engine.manager import EngineManager, Outcome, WorkspaceGears
 from marketplace.engine.models import Campaign as CampaignRow
-from marketplace.engine.models import CatalogItem, Decision, Profile, Segment
+from marketplace.engine.models import CatalogItem, Decision, Profile, Segment, campaign_order
 from marketplace.engine.profiles import profile_doc, recent_events
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
@@ -64,7 +65,7 @@ def item_doc(row: CatalogItem) -> dict[str, Any]:
 def _campaign(session: Session, workspace_id: int, placement: str) -> CampaignRow:
     row = session.scalar(select(CampaignRow).where(
         CampaignRow.workspace_id == workspace_id, CampaignRow.placement == placement,
-        CampaignRow.active.is_(True)).order_by(CampaignRow.priority.desc(), CampaignRow.id)
+        CampaignRow.active.is_(True)).order_by(*campaign_order())
         .limit(1))
     if row is None:
         raise MarketplaceError(404, "no_campaign", f"no active campaign serves the placement "

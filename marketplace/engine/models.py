@@ -133,7 +133,9 @@ class Campaign(Base):
     "content"}`` (``segment`` ``None`` matches everyone); ``fallback`` is the
     static ``{"html", "data"}`` shown when no experience matches or its
     template fails. Among several active campaigns on one placement the
-    highest ``priority`` wins.
+    highest ``priority`` wins, and between equal priorities the first name in
+    alphabetical order: :func:`campaign_order`, the one order of campaigns that
+    decisions, the API and the pages all use.
     """
 
     __tablename__ = "engine_campaigns"
@@ -153,6 +155,13 @@ class Campaign(Base):
     fallback: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def campaign_order() -> tuple[Any, ...]:
+    """The one order of campaigns: by placement, then the one a decision picks first
+    (highest priority, then name), so a placement's first active campaign in any list
+    is the one that answers its decisions."""
+    return (Campaign.placement, Campaign.priority.desc(), Campaign.name)
 
 
 class ConnectorCursor(Base):

@@ -66,7 +66,12 @@ SCHEMAS: dict[str, Any] = {
         gears={"type": "array", "items": ref("GearOutcome")})}),
     "Segment": _obj(["name", "rule"], name=STR, title=STR,
                     rule={"type": "object", "description": "see the segment rule language"},
-                    created_at=STR, updated_at=STR),
+                    created_at=STR, updated_at=STR,
+                    members={"type": ["integer", "null"],
+                             "description": "with `counts=true` only"}),
+    "ProfileRecord": _obj(["user_id"], user_id=STR, attributes=OBJ, traits=OBJ),
+    "ProfileImport": _obj(["profiles"], profiles={"type": "array", "items": ref("ProfileRecord"),
+                                                  "minItems": 1, "maxItems": 1000}),
     "Campaign": _obj(["name", "placement", "experiences"], name=STR, title=STR, placement=STR,
                      priority=INT, active=BOOL, created_at=STR, updated_at=STR,
                      experiences={"type": "array", "items": _obj(
@@ -119,6 +124,11 @@ def paths() -> dict[str, Any]:
     p: dict[str, Any] = {
         f"{W}/events": {"post": _op("Ingest a batch of events through the extensions",
                                     "IngestResult", 400, 413, 422, body="EventBatch")},
+        f"{W}/profiles": {
+            "get": _op("The profiles changed last, newest first (`limit`, 1-500)",
+                       "RecentProfiles", 422),
+            "put": _op("Import profile records (attributes and traits merged in; all or "
+                       "nothing)", "Imported", 400, 413, 422, body="ProfileImport")},
         f"{W}/profiles/{{user_id}}": {"get": _op("A profile, its segments and latest events",
                                                  "Profile")},
         f"{W}/catalog/items": {
@@ -141,14 +151,18 @@ def paths() -> dict[str, Any]:
         f"{W}/segments/{{segment}}/export/{{installation}}": {
             "post": _op("Export a segment's members through a connector (ok: false when it "
                         "failed)", "ExportResult", 409, 422)},
-        f"{W}/segments": {"get": _op("List segments", "SegmentList")},
+        f"{W}/segments": {"get": _op("List segments by name; `counts=true` adds each one's "
+                                     "`members` (null above 5,000 profiles)", "SegmentList",
+                                     422)},
         f"{W}/segments/{{name}}": {
             "get": _op("A segment", "Segment"),
             "put": _op("Create or replace a segment", "Segment", 400, 409, 422,
                        body="Segment"),
             "delete": _op("Delete a segment", "Deleted", 409)},
         f"{W}/segments/{{name}}/members": {"get": _op("A segment's members", "Members", 422)},
-        f"{W}/campaigns": {"get": _op("List campaigns", "CampaignList")},
+        f"{W}/campaigns": {"get": _op("List campaigns by placement, then in the order "
+                                      "decisions weigh them: priority (highest first), then "
+                                      "name", "CampaignList")},
         f"{W}/campaigns/{{name}}": {
             "get": _op("A campaign", "Campaign"),
             "put": _op("Create or replace a campaign", "Campaign", 400, 409, 422,
@@ -168,6 +182,9 @@ def paths() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     schemas = {**SCHEMAS,
                "Upserted": _obj(["upserted"], upserted=INT),
+               "Imported": _obj(["imported"], imported=INT),
+               "RecentProfiles": _obj(["profiles"], profiles={"type": "array", "items": _obj(
+                   ["user_id", "updated_at"], user_id=STR, updated_at=STR)}),
                "ItemList": _list("Item", "items"),
                "SegmentList": _list("Segment", "segments"),
                "CampaignList": _list("Campaign", "campaigns"),

@@ -37,8 +37,8 @@ from typing import Any
 
 from gears_sdk.errors import ProblemDetail
 from gears_sdk.permissions import EVENT_TYPES
+from marketplace.engine_service import OPERATORS as OPERATORS
 
-OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "contains", "exists")
 FIELD_ROOTS = ("attributes", "traits")
 MAX_DEPTH = 16
 MAX_NODES = 200

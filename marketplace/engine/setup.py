@@ -221,6 +221,11 @@ def put_campaign(session: Session, workspace: Workspace, name: str, body: Any) -
     return row
 
 
+def delete_campaign(session: Session, workspace: Workspace, name: str) -> None:
+    """Delete a campaign; its placement stops serving it at once. The caller commits."""
+    session.delete(get_campaign(session, workspace, name))
+
+
 def campaign_json(row: Campaign) -> dict[str, Any]:
     return {"name": row.name, "title": row.title, "placement": row.placement,
             "priority": row.priority, "active": row.active, "experiences": row.experiences,

@@ -18,6 +18,7 @@ from gears_sdk.patterns import compile as linear
 from gears_sdk.permissions import CATALOG_FIELDS, EVENT_TYPES
 from gears_sdk.values import finite_or_none
 from marketplace.db import utcnow
+from marketplace.engine_service import NAME_RULE as NAME_RULE
 from marketplace.errors import MarketplaceError
 
 MAX_EVENTS_PER_BATCH = 1000
@@ -29,8 +30,7 @@ MAX_EVENT_ID = 64
 FUTURE_TOLERANCE = timedelta(days=1)
 #: RE2: ``$`` only at the very end, so ``"buyers\n"`` is not a second ``buyers``.
 NAME_RE = linear(r"[a-z0-9][a-z0-9_-]{0,63}")
-NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
-
+# NAME_RULE (the API's vocabulary, in marketplace.engine_service) says it in words.
 
 
 def invalid(message: str, problems: list[ProblemDetail], code: str = "invalid") -> MarketplaceError:
@@ -199,3 +199,24 @@ def check_item_batch(body: Any) -> list[dict[str, Any]]:
                       problems, "invalid_batch")
     # the last occurrence of an id wins, as if the items were upserted one by one
     return list({i["item_id"]: i for i in out if i is not None}.values())
+
+
+def check_decide_request(body: Any) -> tuple[str, str, dict[str, Any]]:
+    """``(user_id, placement, context)`` of ``{"user_id", "placement", "context"?}``;
+    422 listing every problem otherwise."""
+    problems: list[ProblemDetail] = []
+    data = body
+    if not isinstance(data, dict):
+        data = {}
+        problems.append(problem("$", "an object"))
+    user = data.get("user_id")
+    if not isinstance(user, str) or not user or len(user) > 200:
+        problems.append(problem("$.user_id", "a non-empty string of at most 200 characters"))
+    if not isinstance(data.get("placement"), str) or not data.get("placement"):
+        problems.append(problem("$.placement", "the placement's name"))
+    context = data.get("context", {})
+    if not isinstance(context, dict):
+        problems.append(problem("$.context", "an object"))
+    if problems:
+        raise invalid("the decision request is invalid", problems, "invalid_request")
+    return str(user), data["placement"], context or {}

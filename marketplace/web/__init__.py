@@ -9,9 +9,9 @@ every unsafe request outside ``/api``), :mod:`.session` (login sessions rotated
 on sign-in, same-site ``next=`` targets only) and :mod:`marketplace.ratelimit` (failed
 sign-ins per IP and email).
 
-The "Test connection" button runs the connector's ``gear_check`` through the
-service the engine registers on the app (:data:`marketplace.services.CONNECTION_TESTER`);
-without an engine it says that connection tests are not available rather than pretending.
+The pages reach the engine only through the app's engine service
+(:func:`marketplace.services.engine`): the engine pages, and the dashboard's "Test
+connection" button, which runs the connector's ``gear_check``.
 """
 
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask
 
-from marketplace.services import CONNECTION_TESTER, service
+from marketplace import services
 
 
 @dataclass(frozen=True)
@@ -19,14 +17,10 @@ class ConnectionResult:
     message: str
 
 
-def connection_tester(app: Flask) -> Callable[[Any], ConnectionResult] | None:
-    """The engine's connection test for ``app``, as a ConnectionResult, or ``None``."""
-    test = service(app, CONNECTION_TESTER)
-    if test is None:
-        return None
-
-    def run(installation: Any) -> ConnectionResult:
-        found = test(installation)
-        return ConnectionResult(bool(found.get("ok")), str(found.get("message") or "the connection works"))
-
-    return run
+def test_connection(app: Flask, workspace: str, installation: str) -> ConnectionResult:
+    """Run a connector's ``gear_check`` through the app's engine service (in this process
+    or on an engine node); a gear that fails or refuses is ``ok: False`` with its reason,
+    an engine that cannot be reached raises ``503 engine_unavailable``."""
+    found = services.engine(app).check_connection(workspace, installation)
+    return ConnectionResult(bool(found.get("ok")),
+                            str(found.get("message") or "the connection works"))

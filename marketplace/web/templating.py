@@ -19,8 +19,14 @@ KIND_BLURBS = {
 }
 
 
-def date(value: datetime | None) -> str:
-    """``12 Mar 2026``: unambiguous for every reader, whatever their locale."""
+def date(value: datetime | str | None) -> str:
+    """``12 Mar 2026``: unambiguous for every reader, whatever their locale. Takes a
+    datetime or the ISO text the engine service answers."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return "—"
     return value.strftime("%-d %b %Y") if value else "—"
 
 

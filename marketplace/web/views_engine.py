@@ -1,13 +1,14 @@
 """A workspace's engine pages: profiles, segments, campaigns and a decision preview.
 
 The same members-only rule as the dashboard applies (anyone else gets a 404,
-so workspace names are not revealed). Pages only translate forms to the
-engine's plain functions, the ones its JSON API calls:
-:func:`~marketplace.engine.queries.profile_view`,
-:func:`~marketplace.engine.setup.put_segment` / ``put_campaign`` (every problem
-with its JSON path, shown next to the field it is about) and
-:func:`~marketplace.engine.decisions.decide` for the preview. A preview is a
-real decision: it calls the gears and is logged like any other.
+so workspace names are not revealed). Pages only translate forms to calls of
+the app's engine service (``services.engine(app)``, the in-process engine or
+engine nodes over HTTP: the same answers and errors either way), which answers
+what the JSON API answers: a profile, segments with their member counts,
+campaigns in the one order decisions use, ``put_segment`` / ``put_campaign``
+(every problem with its JSON path, shown next to the field it is about) and
+``decide`` for the preview. A preview is a real decision: it calls the gears
+and is logged like any other.
 """
 
 from __future__ import annotations
@@ -16,20 +17,13 @@ import json
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
-from sqlalchemy import func, select
 
 from gears_sdk.errors import ProblemDetail
 from gears_sdk.values import DEFAULT_LIMITS, ValueRejected
 from gears_sdk.values import parse_json as parse_checked
+from marketplace import services
 from marketplace.db import get_session
-from marketplace.engine import setup
-from marketplace.engine.audience import iter_members
-from marketplace.engine.decisions import decide as run_decision
-from marketplace.engine.manager import EngineManager
-from marketplace.engine.models import Campaign, Profile, Segment
-from marketplace.engine.queries import profile_view
-from marketplace.engine.segments import OPERATORS
-from marketplace.engine.validation import NAME_RULE
+from marketplace.engine_service import NAME_RULE, OPERATORS, EngineService
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.web.session import login_required
@@ -37,7 +31,8 @@ from marketplace.web.views_workspace import workspace_or_404
 
 bp = Blueprint("web_engine", __name__)
 
-#: Member counts walk every profile; above this many they are left to the API.
+#: The engine counts segment members for workspaces with at most this many profiles
+#: (``members: null`` above it); the page says so.
 COUNT_PROFILES_UP_TO = 5000
 MAX_USER_ID = 200
 RECENT_PROFILES = 12
@@ -68,9 +63,8 @@ EXAMPLE_EXPERIENCES = """\
 ]"""
 
 
-def engine() -> EngineManager:
-    manager: EngineManager = current_app.extensions["gears_engine"]
-    return manager
+def engine() -> EngineService:
+    return services.engine(current_app)
 
 
 def pretty(value: Any) -> str:
@@ -120,23 +114,15 @@ def field_errors(problems: list[ProblemDetail], fields: dict[str, str]) -> dict[
     return out
 
 
-def _count_members(session: Any, workspace: Workspace, rows: list[Segment]) -> dict[str, int] | None:
-    total = session.scalar(select(func.count()).select_from(Profile).where(
-        Profile.workspace_id == workspace.id)) or 0
-    if total > COUNT_PROFILES_UP_TO:
-        return None
-    return {s.name: sum(1 for _ in iter_members(session, workspace.id, s.rule)) for s in rows}
-
-
-def _segments(session: Any, workspace: Workspace) -> list[Segment]:
-    return list(session.scalars(select(Segment).where(Segment.workspace_id == workspace.id)
-                                .order_by(Segment.name)))
-
-
-def _campaigns(session: Any, workspace: Workspace) -> list[Campaign]:
-    return list(session.scalars(select(Campaign).where(Campaign.workspace_id == workspace.id)
-                                .order_by(Campaign.placement, Campaign.priority.desc(),
-                                          Campaign.name)))
+def _exists(get: Any) -> bool:
+    """Whether ``get()`` finds its object (a 404 says it does not)."""
+    try:
+        get()
+    except MarketplaceError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 # -- profiles -----------------------------------------------------------------------------
@@ -147,21 +133,19 @@ def _campaigns(session: Any, workspace: Workspace) -> list[Campaign]:
 def profiles(ws: str) -> str:
     """Look a profile up by user id: attributes, traits, segments and latest events."""
     workspace = workspace_or_404(ws)
-    session = get_session()
     user_id = (request.args.get("user_id") or "").strip()
     profile, missing, problem = None, False, None
     if len(user_id) > MAX_USER_ID:
         problem = f"A user id has at most {MAX_USER_ID} characters."
     elif user_id:
         try:
-            profile = profile_view(session, workspace, user_id)
+            profile = engine().profile(workspace.name, user_id)
         except MarketplaceError as exc:
             if exc.status != 404:
                 raise
             missing = True
-    recent = [] if profile else list(session.scalars(
-        select(Profile.user_id).where(Profile.workspace_id == workspace.id)
-        .order_by(Profile.updated_at.desc(), Profile.id.desc()).limit(RECENT_PROFILES)))
+    recent = [] if profile else [
+        p["user_id"] for p in engine().recent_profiles(workspace.name, RECENT_PROFILES)]
     if profile is not None:
         profile["events"] = list(reversed(profile["events"]))
     status = 404 if missing else 200
@@ -177,18 +161,18 @@ def profiles(ws: str) -> str:
 @login_required
 def segments(ws: str) -> str:
     workspace = workspace_or_404(ws)
-    session = get_session()
-    rows = _segments(session, workspace)
+    rows = engine().segments(workspace.name, counts=True)
     used: dict[str, list[str]] = {}
-    for c in _campaigns(session, workspace):
-        for exp in c.experiences or []:
+    for c in engine().campaigns(workspace.name):
+        for exp in c.get("experiences") or []:
             if exp.get("segment"):
                 used.setdefault(exp["segment"], [])
-                if c.name not in used[exp["segment"]]:
-                    used[exp["segment"]].append(c.name)
+                if c["name"] not in used[exp["segment"]]:
+                    used[exp["segment"]].append(c["name"])
+    counts = None if any(r.get("members") is None for r in rows) else \
+        {r["name"]: r["members"] for r in rows}
     return render_template("engine/segments.html", ws=workspace, segments=rows,
-                           counts=_count_members(session, workspace, rows), used=used,
-                           limit=COUNT_PROFILES_UP_TO)
+                           counts=counts, used=used, limit=COUNT_PROFILES_UP_TO)
 
 
 def _segment_form(workspace: Workspace, *, name: str, title: str, rule_text: str, new: bool,
@@ -200,7 +184,6 @@ def _segment_form(workspace: Workspace, *, name: str, title: str, rule_text: str
 
 
 def _save_segment(workspace: Workspace, name: str, new: bool) -> Any:
-    session = get_session()
     title = request.form.get("title", "").strip()
     rule_text = request.form.get("rule", "")
     problems: list[ProblemDetail] = []
@@ -208,22 +191,21 @@ def _save_segment(workspace: Workspace, name: str, new: bool) -> Any:
     if rule is None and not problems:
         problems.append({"path": "$.rule", "message": "a segment needs a rule",
                          "code": "required"})
-    if new and session.scalar(select(Segment.id).where(Segment.workspace_id == workspace.id,
-                                                       Segment.name == name)):
+    if new and name and _exists(lambda: engine().segment(workspace.name, name)):
         problems.append({"path": "$.name", "message": "a segment with this name exists already",
                          "code": "exists"})
     if not problems:
         try:
-            setup.put_segment(session, workspace, name, {"title": title, "rule": rule})
+            engine().put_segment(workspace.name, name, {"title": title, "rule": rule})
         except MarketplaceError as exc:
-            session.rollback()
+            if exc.status >= 500:
+                raise
             problems = list(exc.details) or [{"path": "$", "message": exc.message,
                                               "code": exc.code}]
     if problems:
         errors = field_errors(problems, {"$.name": "name", "$.title": "title", "$.rule": "rule"})
         return _segment_form(workspace, name=name, title=title, rule_text=rule_text, new=new,
                              errors=errors, status=422)
-    session.commit()
     flash(f"The segment {name} is saved.", "success")
     return redirect(url_for("web_engine.segments", ws=workspace.name))
 
@@ -243,32 +225,38 @@ def new_segment(ws: str) -> Any:
 @login_required
 def edit_segment(ws: str, name: str) -> Any:
     workspace = workspace_or_404(ws)
-    row = _or_404(lambda: setup.get_segment(get_session(), workspace, name))
+    row = _or_404(lambda: engine().segment(workspace.name, name))
     if request.method == "POST":
-        return _save_segment(workspace, row.name, new=False)
-    return _segment_form(workspace, name=row.name, title=row.title or "",
-                         rule_text=pretty(row.rule), new=False)
+        return _save_segment(workspace, row["name"], new=False)
+    return _segment_form(workspace, name=row["name"], title=row.get("title") or "",
+                         rule_text=pretty(row["rule"]), new=False)
 
 
 @bp.route("/workspaces/<ws>/segments/<name>/delete", methods=["GET", "POST"])
 @login_required
 def delete_segment(ws: str, name: str) -> Any:
     workspace = workspace_or_404(ws)
-    session = get_session()
-    row = _or_404(lambda: setup.get_segment(session, workspace, name))
+    row = _or_404(lambda: engine().segment(workspace.name, name))
+    return _delete(workspace, "segment", row, engine().delete_segment)
+
+
+def _delete(workspace: Workspace, kind: str, row: dict[str, Any],
+            delete: Any) -> Any:
+    """The confirmation page (GET), or the deletion (POST, with the form's CSRF token)."""
+    ws, name = workspace.name, row["name"]
+    edit = url_for(f"web_engine.edit_{kind}", ws=ws, name=name)
     if request.method == "GET":
-        return render_template("engine/delete.html", ws=workspace, kind="segment",
-                               name=row.name, title=row.title,
-                               back=url_for("web_engine.edit_segment", ws=ws, name=row.name))
+        return render_template("engine/delete.html", ws=workspace, kind=kind, name=name,
+                               title=row.get("title"), back=edit)
     try:
-        setup.delete_segment(session, workspace, row.name)
+        delete(ws, name)
     except MarketplaceError as exc:
-        session.rollback()
+        if exc.status >= 500:
+            raise
         flash(exc.message, "error")
-        return redirect(url_for("web_engine.edit_segment", ws=ws, name=row.name))
-    session.commit()
-    flash(f"The segment {row.name} was deleted.", "success")
-    return redirect(url_for("web_engine.segments", ws=ws))
+        return redirect(edit)
+    flash(f"The {kind} {name} was deleted.", "success")
+    return redirect(url_for(f"web_engine.{kind}s", ws=ws))
 
 
 def _or_404(get: Any) -> Any:
@@ -298,31 +286,30 @@ def _templates(workspace: Workspace) -> list[dict[str, str]]:
 def campaigns(ws: str) -> str:
     workspace = workspace_or_404(ws)
     return render_template("engine/campaigns.html", ws=workspace,
-                           campaigns=_campaigns(get_session(), workspace))
+                           campaigns=engine().campaigns(workspace.name))
 
 
 def _campaign_form(workspace: Workspace, values: dict[str, Any], *, new: bool,
                    errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
-    session = get_session()
     return render_template("engine/campaign_form.html", ws=workspace, v=values, new=new,
                            errors=errors or {}, templates=_templates(workspace),
-                           segment_names=[s.name for s in _segments(session, workspace)],
+                           segment_names=[s["name"] for s in engine().segments(workspace.name)],
                            example=EXAMPLE_EXPERIENCES, name_rule=NAME_RULE), status
 
 
-def _campaign_values(row: Campaign | None) -> dict[str, Any]:
+def _campaign_values(row: dict[str, Any] | None) -> dict[str, Any]:
     if row is None:
         return {"name": "", "title": "", "placement": "", "priority": "0", "active": True,
                 "experiences": "[]", "fallback_html": "", "fallback_data": ""}
-    fb = row.fallback or {}
-    return {"name": row.name, "title": row.title or "", "placement": row.placement,
-            "priority": str(row.priority), "active": row.active,
-            "experiences": pretty(row.experiences or []), "fallback_html": fb.get("html") or "",
+    fb = row.get("fallback") or {}
+    return {"name": row["name"], "title": row.get("title") or "",
+            "placement": row["placement"], "priority": str(row.get("priority", 0)),
+            "active": row.get("active", True), "experiences": pretty(row.get("experiences") or []),
+            "fallback_html": fb.get("html") or "",
             "fallback_data": pretty(fb["data"]) if fb.get("data") is not None else ""}
 
 
 def _save_campaign(workspace: Workspace, name: str, new: bool) -> Any:
-    session = get_session()
     form = request.form
     texts = {"name": name, "title": form.get("title", "").strip(),
              "placement": form.get("placement", "").strip(),
@@ -340,8 +327,7 @@ def _save_campaign(workspace: Workspace, name: str, new: bool) -> Any:
                          "code": "form.number"})
     experiences = parse_json(texts["experiences"], "$.experiences", problems, default=[])
     data = parse_json(texts["fallback_data"], "$.fallback.data", problems)
-    if new and session.scalar(select(Campaign.id).where(Campaign.workspace_id == workspace.id,
-                                                        Campaign.name == name)):
+    if new and name and _exists(lambda: engine().campaign(workspace.name, name)):
         problems.append({"path": "$.name", "message": "a campaign with this name exists already",
                          "code": "exists"})
     body = {"title": values["title"], "placement": values["placement"], "priority": priority,
@@ -349,9 +335,10 @@ def _save_campaign(workspace: Workspace, name: str, new: bool) -> Any:
             "fallback": {"html": values["fallback_html"] or None, "data": data}}
     if not problems:
         try:
-            setup.put_campaign(session, workspace, name, body)
+            engine().put_campaign(workspace.name, name, body)
         except MarketplaceError as exc:
-            session.rollback()
+            if exc.status >= 500:
+                raise
             problems = list(exc.details) or [{"path": "$", "message": exc.message,
                                               "code": exc.code}]
     if problems:
@@ -361,7 +348,6 @@ def _save_campaign(workspace: Workspace, name: str, new: bool) -> Any:
             "$.fallback": "fallback_html", "$.fallback.html": "fallback_html",
             "$.fallback.data": "fallback_data"})
         return _campaign_form(workspace, values, new=new, errors=errors, status=422)
-    session.commit()
     flash(f"The campaign {name} is saved.", "success")
     return redirect(url_for("web_engine.campaigns", ws=workspace.name))
 
@@ -379,9 +365,9 @@ def new_campaign(ws: str) -> Any:
 @login_required
 def edit_campaign(ws: str, name: str) -> Any:
     workspace = workspace_or_404(ws)
-    row = _or_404(lambda: setup.get_campaign(get_session(), workspace, name))
+    row = _or_404(lambda: engine().campaign(workspace.name, name))
     if request.method == "POST":
-        return _save_campaign(workspace, row.name, new=False)
+        return _save_campaign(workspace, row["name"], new=False)
     return _campaign_form(workspace, _campaign_values(row), new=False)
 
 
@@ -389,16 +375,8 @@ def edit_campaign(ws: str, name: str) -> Any:
 @login_required
 def delete_campaign(ws: str, name: str) -> Any:
     workspace = workspace_or_404(ws)
-    session = get_session()
-    row = _or_404(lambda: setup.get_campaign(session, workspace, name))
-    if request.method == "GET":
-        return render_template("engine/delete.html", ws=workspace, kind="campaign",
-                               name=row.name, title=row.title,
-                               back=url_for("web_engine.edit_campaign", ws=ws, name=row.name))
-    session.delete(row)
-    session.commit()
-    flash(f"The campaign {row.name} was deleted.", "success")
-    return redirect(url_for("web_engine.campaigns", ws=ws))
+    row = _or_404(lambda: engine().campaign(workspace.name, name))
+    return _delete(workspace, "campaign", row, engine().delete_campaign)
 
 
 # -- decision preview ---------------------------------------------------------------------
@@ -417,8 +395,7 @@ def preview_document(html: str | None) -> str:
 def preview(ws: str) -> Any:
     """Run the real decision for a user at a placement and show what it chose and why."""
     workspace = workspace_or_404(ws)
-    session = get_session()
-    placements = sorted({c.placement for c in _campaigns(session, workspace)})
+    placements = sorted({c["placement"] for c in engine().campaigns(workspace.name)})
     form = request.form if request.method == "POST" else request.args
     values = {"placement": (form.get("placement") or (placements[0] if placements else "")
                             ).strip(),
@@ -440,15 +417,13 @@ def preview(ws: str) -> Any:
                              "code": "invalid"})
         if not problems:
             try:
-                result = run_decision(engine(), session, workspace, values["user_id"],
-                                      values["placement"], context)
+                result = engine().decide(workspace.name, values["user_id"],
+                                         values["placement"], context)
             except MarketplaceError as exc:
-                session.rollback()
+                if exc.status >= 500:
+                    raise
                 problems.append({"path": "$.placement", "message": exc.message,
                                  "code": exc.code})
-            else:
-                session.commit()
-                engine().flush_failures()
         errors = field_errors(problems, {"$.user_id": "user_id", "$.placement": "placement",
                                          "$.context": "context"})
     if result is not None:
@@ -456,9 +431,8 @@ def preview(ws: str) -> Any:
         result["srcdoc"] = preview_document(content.get("html"))
         result["data_json"] = pretty(content.get("data")) if content.get("data") is not None \
             else None
-        result["profile_exists"] = session.scalar(select(Profile.id).where(
-            Profile.workspace_id == workspace.id, Profile.user_id == values["user_id"])) \
-            is not None
+        result["profile_exists"] = _exists(
+            lambda: engine().profile(workspace.name, values["user_id"]))
     status = 422 if errors else 200
     return render_template("engine/preview.html", ws=workspace, placements=placements,
                            v=values, errors=errors, result=result), status

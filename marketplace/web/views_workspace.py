@@ -18,7 +18,7 @@ from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.registry.queries import sorted_versions
-from marketplace.web.connection import connection_tester
+from marketplace.web.connection import test_connection as run_connection_test
 from marketplace.web.session import current_user, is_admin, login_required
 
 bp = Blueprint("web_workspace", __name__)
@@ -113,22 +113,15 @@ def uninstall(ws: str, installation_id: str) -> Response | str:
 @bp.post("/workspaces/<ws>/installations/<installation_id>/test")
 @login_required
 def test_connection(ws: str, installation_id: str) -> Response:
-    """Ask the engine to check a connector's connection, when the engine offers that."""
+    """Ask the engine to check a connector's connection (``gear_check``)."""
     workspace = workspace_or_404(ws)
     inst = installation_or_404(workspace, installation_id)
-    tester = connection_tester(current_app)
-    if tester is None:
-        flash("Connection tests are not available yet on this marketplace.", "info")
+    try:
+        result = run_connection_test(current_app, workspace.name, inst.id)
+    except MarketplaceError as exc:
+        flash(f"The connection test could not run: {exc.message}", "error")
     else:
-        try:
-            result = tester(inst)
-        except MarketplaceError as exc:
-            flash(f"The connection test could not run: {exc.message}", "error")
-        except Exception as exc:
-            current_app.logger.exception("connection test of %s failed", inst.id)
-            flash(f"The connection test could not run: {exc}", "error")
-        else:
-            flash(f"{inst.gear.title}: {result.message}", "success" if result.ok else "error")
+        flash(f"{inst.gear.title}: {result.message}", "success" if result.ok else "error")
     return redirect(dashboard_url(workspace))
 
 

@@ -281,3 +281,29 @@ def test_json_fields_meet_the_input_contract(signed_in, engine_data):
                 {"name": "inf", "rule": '{"field": "traits.x", "op": "gt", "value": 1e400}'})
     assert resp.status_code == 422
     assert "$.rule.value" in html.unescape(resp.get_data(as_text=True))
+
+
+def test_campaigns_have_one_order_everywhere(signed_in, engine_data, make_token, business):
+    """The list page, the API and a decision agree: by placement, then priority (highest
+    first), then name; so a placement's first active campaign listed is the one that
+    answers its decisions."""
+    experiences = json.dumps([{"name": "all", "segment": "buyers",
+                               "installation": engine_data["inst"], "content": {}}])
+    for name, priority in (("zeta", "2"), ("alpha", "2"), ("low", "1"), ("aside", "9")):
+        saved = post(signed_in, BASE + "/campaigns/new", {
+            "name": name, "placement": "side" if name == "aside" else "home-hero",
+            "priority": priority, "active": "1", "experiences": experiences})
+        assert saved.status_code == 302, saved.get_data(as_text=True)
+    expected = ["alpha", "home", "zeta", "low", "aside"]  # home-hero < side; 2, 2, 2, 1
+    page = signed_in.get(BASE + "/campaigns").get_data(as_text=True)
+    listed = re.findall(r'/campaigns/([a-z-]+)"><code>', page)
+    assert listed == expected
+    api = {"Authorization": f"Bearer {make_token(business, ['workspace:shop'])}"}
+    answer = signed_in.get("/engine/v1/workspaces/shop/campaigns", headers=api).get_json()
+    assert [c["name"] for c in answer["campaigns"]] == expected
+    # "home" was created first, but between equal priorities the first name answers
+    decided = signed_in.post("/engine/v1/workspaces/shop/decide", headers=api,
+                             json={"user_id": "bob", "placement": "home-hero"}).get_json()
+    assert decided["campaign"] == "alpha" and decided["fallback"] is True
+    preview = post(signed_in, BASE + "/preview", {"placement": "home-hero", "user_id": "bob"})
+    assert "<code>alpha</code>" in preview.get_data(as_text=True)

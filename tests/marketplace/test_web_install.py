@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from marketplace.services import CONNECTION_TESTER
+from marketplace import services
 from tests.marketplace.web_support import (  # noqa: F401
     CONFIG_SCHEMA,
     admin,
@@ -128,14 +128,17 @@ def test_install_with_consent_then_manage(signed_in, sync, session):
     assert "was uninstalled" in gone and "No gears installed yet" in gone
 
 
-def test_connection_tester_is_pluggable(signed_in, sync, monkeypatch):
+def test_connection_test_shows_the_engines_answer(signed_in, sync, monkeypatch):
     inst = install(signed_in)
-    monkeypatch.setitem(signed_in.application.extensions, CONNECTION_TESTER,
-                        lambda i: {"ok": False, "message": "the shop refused the API key"})
+    asked = []
+    monkeypatch.setattr(services.engine(signed_in.application), "check_connection",
+                        lambda ws, i: asked.append((ws, i)) or {
+                            "ok": False, "message": "the shop refused the API key"})
     page = signed_in.get("/workspaces/shop").get_data(as_text=True)
     resp = signed_in.post(f"/workspaces/shop/installations/{inst}/test",
                           data={"csrf_token": token_of(page)}, follow_redirects=True)
     assert "the shop refused the API key" in resp.get_data(as_text=True)
+    assert asked == [("shop", inst)]
 
 
 def test_consent_token_cannot_be_forged(signed_in, sync):
