@@ -9,7 +9,8 @@ keep calling ``http://<web server>/engine/v1/...`` exactly as they would an
 embedded engine: method, path, query, body (at most :data:`MAX_FORWARD_BYTES`,
 counted as it arrives) and the headers that matter go to a node, and its
 status, headers and body come back as they are, streamed. The node checks the
-client's token; the web server adds nothing to it. When no node answers within
+client's token; the web server adds nothing to it. The node-internal endpoints
+(``/engine/v1/_node/*``) are not relayed. When no node answers within
 ``ENGINE_TIMEOUT_SECONDS`` the client gets ``503 engine_unavailable`` as JSON.
 """
 
@@ -78,6 +79,10 @@ def _relay(answer: NodeAnswer) -> Iterator[bytes]:
 def forward(rest: str) -> Response:
     """Send this request to an engine node and hand its answer back."""
     pool: NodePool = current_app.extensions[POOL]
+    if rest == "_node" or rest.startswith("_node/"):
+        # node-internal endpoints are for the installation's own processes, which call
+        # the nodes directly; the public web server does not relay them
+        raise MarketplaceError(404, "not_found", "there is no such engine endpoint")
     body = read_body(MAX_FORWARD_BYTES) if request.method not in ("GET", "HEAD") else None
     path = "/engine/v1" + (f"/{rest}" if rest else "")
     answer = pool.request(request.method, path, params=list(request.args.items(multi=True)),

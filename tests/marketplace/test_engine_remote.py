@@ -10,6 +10,7 @@ web app (the ``client`` fixture below replaces the embedded one)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -62,10 +63,19 @@ class Node:
 
 
 @pytest.fixture
-def node(app: Flask) -> Iterator[Node]:
-    started = Node(app)
+def node(app: Flask, app_config: dict[str, Any]) -> Iterator[Node]:
+    """An engine node's app (``create_node_app``, what ``marketplace engine serve`` runs)
+    on the test's database, served on loopback."""
+    from marketplace.db import database
+    from marketplace.engine import shutdown
+    from marketplace.engine.node import create_node_app
+
+    node_app = create_node_app(app_config)
+    started = Node(node_app)
     yield started
     started.stop()
+    shutdown(node_app)
+    database(node_app).engine.dispose()
 
 
 def web_app_for(app_config: dict[str, Any], urls: str) -> Flask:
@@ -249,13 +259,14 @@ def test_remote_engine_answers_like_the_local_one(web_app, app, business, sessio
     assert (err.value.status, err.value.code) == (404, "no_campaign")
 
 
-def test_remote_node_status_names_the_node(web_app, node):
-    status = services.engine(web_app)
-    try:
-        found = status.node_status()
-    except Exception as exc:  # the node's status endpoint is optional for this check
-        pytest.skip(f"the node offers no status endpoint here ({exc})")
+def test_node_status_comes_from_the_node_and_is_not_relayed_to_clients(web_app, node, client):
+    found = services.engine(web_app).node_status()
     assert found["mode"] == "remote" and found["node"] == node.url
+    assert found["engine_version"] == web_app.config["ENGINE_VERSION"]
+    # the node-internal endpoints are for the installation's processes, not for clients
+    token = bearer(web_app.config["ENGINE_NODE_TOKEN"])
+    assert client.get("/engine/v1/_node/status", headers=token).status_code == 404
+    assert requests.get(f"{node.url}/engine/v1/_node/status", timeout=10).status_code == 401
 
 
 def test_forms_post_json_unchanged(client, business, make_token):
@@ -270,3 +281,46 @@ def test_forms_post_json_unchanged(client, business, make_token):
     got = client.get(f"{SHOP}/segments/uni", headers=bearer(token)).get_json()
     assert (got["title"], got["rule"]) == (body["title"], body["rule"])
     assert re.match(r"\d{4}-\d\d-\d\d", got["updated_at"])
+
+
+def test_pages_and_api_of_a_live_web_server_reach_its_engine_node(live_registry):
+    """``marketplace serve`` as processes: gunicorn web workers without an engine, and an
+    engine node process. A segment saved on a page is what the API (forwarded to the
+    node) answers, and the node's own endpoints stay off the public server."""
+    reg = live_registry()
+    reg.marketplace("create-user", "biz@gears.test", "--role", "business", "--password-stdin",
+                    input="business password 1234\n")
+    reg.marketplace("create-workspace", "shop", "--member", "biz@gears.test")
+    token = reg.token("biz@gears.test", "workspace:shop")
+    url = reg.start(workers=2)
+    node_line = re.search(r"Engine node on (http://\S+)/engine/v1 \(pid (\d+)\)",
+                          reg.log.read_text())
+    assert node_line, reg.log.read_text()
+    node_url = node_line.group(1)
+
+    browser = requests.Session()
+    login = browser.get(f"{url}/login", timeout=10).text
+    signed = browser.post(f"{url}/login", timeout=10, allow_redirects=False, data={
+        "email": "biz@gears.test", "password": "business password 1234",
+        "csrf_token": token_of(login)})
+    assert signed.status_code == 302
+    form = browser.get(f"{url}/workspaces/shop/segments/new", timeout=10).text
+    rule = '{"field": "attributes.country", "op": "==", "value": "FR"}'
+    saved = browser.post(f"{url}/workspaces/shop/segments/new", timeout=10,
+                         allow_redirects=False, data={"csrf_token": token_of(form),
+                                                      "name": "french", "rule": rule})
+    assert saved.status_code == 302, saved.text
+    api = requests.get(f"{url}{SHOP}/segments/french", headers=bearer(token), timeout=10)
+    assert api.status_code == 200 and api.json()["rule"]["value"] == "FR"
+    direct = requests.get(f"{node_url}{SHOP}/segments/french", headers=bearer(token),
+                          timeout=10)
+    assert direct.json() == api.json()
+    listing = browser.get(f"{url}/workspaces/shop/segments", timeout=10).text
+    assert "/workspaces/shop/segments/french" in listing
+    node_token = (reg.workdir / "instance" / "engine-node.token").read_text().strip()
+    assert requests.get(f"{url}/engine/v1/_node/status", headers=bearer(node_token),
+                        timeout=10).status_code == 404
+    status = requests.get(f"{node_url}/engine/v1/_node/status", headers=bearer(node_token),
+                          timeout=10).json()
+    # the node is a process of its own (gunicorn's worker under the pid printed)
+    assert status["node"] and status["pid"] not in (os.getpid(), reg.process.pid)
