@@ -55,6 +55,7 @@ from marketplace.engine.validation import (
 from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.runtime import HookDeclined, settle
+from marketplace.workspaces.models import Installation as InstallationRow
 
 MAX_PAGES_PER_STREAM = 1000
 #: Profile records one import may hold (as many as events in one batch).
@@ -313,6 +314,12 @@ def update_items(session: Session, workspace_id: int,
 
 def _start_run(session: Session, workspace: Workspace, installation: str,
                trigger: str) -> SyncRun:
+    # The installation's row, locked until the run is committed: two nodes (or threads)
+    # starting a sync of one connector at once check and insert one after the other, so
+    # the second sees the first's run (SQLite ignores the lock; several nodes need
+    # PostgreSQL).
+    session.execute(select(InstallationRow.id).where(InstallationRow.id == installation)
+                    .with_for_update())
     running = session.scalar(select(SyncRun).where(
         SyncRun.installation_id == installation, SyncRun.status == SyncStatus.running,
         SyncRun.started_at > utcnow() - STALE_RUN))
