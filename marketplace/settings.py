@@ -217,9 +217,11 @@ SETTINGS: tuple[Setting, ...] = (
        "`/engine/v1/*` to them (a node that refuses connections is skipped for a few "
        "seconds). Empty, the engine runs inside each server process (embedded).",
        "— (embedded)"),
-    _s("ENGINE_NODE_TOKEN", None, text, "engine", "the shared secret web servers, the "
-       "scheduler and engine nodes present to each other on `/engine/v1/_node/*`. Every "
-       "process of an installation needs the same value.",
+    _s("ENGINE_NODE_TOKEN", None, text, "engine", "the shared secret web servers and the "
+       "scheduler present to engine nodes: on `/engine/v1/_node/*`, and on the engine API "
+       "for any workspace (how the pages reach a node, having checked their own user). "
+       "Every process of an installation needs the same value; keep it as secret as "
+       "`GEARS_SECRET_KEY`.",
        "generated into `instance/engine-node.token`"),
     _s("ENGINE_TIMEOUT_SECONDS", 30.0, number, "engine", "the deadline of one call from a "
        "web server or the scheduler to an engine node (connect, and the whole answer); past "

@@ -227,6 +227,9 @@ def test_campaign_save_errors_and_delete(signed_in, engine_data, session):
     assert session.scalar(select(Campaign).where(Campaign.name == "promo")).active is False
     listing = signed_in.get(BASE + "/campaigns").get_data(as_text=True)
     assert "Paused" in listing and "sidebar" in listing
+    assert 'href="/workspaces/shop/campaigns/promo/delete"' in listing  # from the list too
+    confirm = signed_in.get(BASE + "/campaigns/promo/delete").get_data(as_text=True)
+    assert "Its placement stops receiving its experiences" in confirm
     assert post(signed_in, BASE + "/campaigns/promo/delete", {}).status_code == 302
     session.expire_all()
     assert session.scalar(select(Campaign).where(Campaign.name == "promo")) is None
