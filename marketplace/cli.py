@@ -181,7 +181,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
     if problem:
         raise CLIError(problem)
     vetters = _vetting_workers(app)
-    urls = list(app.config.get("ENGINE_URLS") or [])
+    urls = list(app.config["ENGINE_URLS"] or [])
     # This app only read the settings: its engine must not answer installation signals in
     # the web workers forked from this process.
     engine_shutdown(app)

@@ -75,7 +75,7 @@ def engine_scheduler(ctx: click.Context, once: bool, poll_seconds: float) -> Non
     from marketplace.engine_service import NodePool
 
     app = get_app(ctx)
-    urls = app.config.get("ENGINE_URLS") or []
+    urls = app.config["ENGINE_URLS"] or []
     if not urls:
         raise MarketplaceError(500, "no_engine_nodes", "the scheduler asks engine nodes to run "
                                "syncs: set GEARS_ENGINE_URLS (or run `marketplace engine "
@@ -85,7 +85,7 @@ def engine_scheduler(ctx: click.Context, once: bool, poll_seconds: float) -> Non
         raise MarketplaceError(500, "database_not_ready", problem)
     _logging()
     pool = NodePool(urls, float(app.config["ENGINE_TIMEOUT_SECONDS"]),
-                    app.config.get("ENGINE_NODE_TOKEN"))
+                    app.config["ENGINE_NODE_TOKEN"])
     stop = threading.Event()
 
     def stopped(*_: Any) -> None:

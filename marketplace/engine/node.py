@@ -97,7 +97,7 @@ def _engine_paths_only() -> None:
 
 @bp.before_request
 def _node_token() -> None:
-    if not token_matches(current_app.config.get("ENGINE_NODE_TOKEN"),
+    if not token_matches(current_app.config["ENGINE_NODE_TOKEN"],
                          request.headers.get("Authorization")):
         raise MarketplaceError(401, "unauthorized", "node endpoints take the node token "
                                "(ENGINE_NODE_TOKEN) as a bearer token",
