@@ -17,7 +17,8 @@ its ``/engine/v1`` forwarder, the scheduler): every call has a deadline
 (``ENGINE_TIMEOUT_SECONDS``); a node that refuses the connection or does not
 accept it in time is skipped for :data:`COOL_OFF_SECONDS` and the next one is
 tried; when no node answers the call fails with ``503 engine_unavailable``.
-A request a node has accepted is never sent to a second node (it may have run).
+A request that changes something and that a node has accepted is never sent to
+a second node (it may have run there); a read the node broke off is.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ CONNECT_SECONDS = 2.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: What a node's JSON answer may hold (the node is ours, but its bytes cross a boundary).
 ANSWER_LIMITS = ValueLimits(max_bytes=MAX_ANSWER_BYTES, max_nodes=5_000_000, max_depth=64)
+#: Requests that change nothing: one a node broke off is sent to the next node.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The prefix of node-internal endpoints, which take the node token.
 NODE_PREFIX = "/engine/v1/_node/"
 
@@ -325,9 +328,10 @@ class NodePool:
                     stream=True, allow_redirects=False,
                     timeout=(min(CONNECT_SECONDS, remaining), remaining))
             except requests.ConnectionError as exc:
-                if not _not_connected(exc):
+                if not _not_connected(exc) and method.upper() not in SAFE_METHODS:
                     raise unavailable(f"the engine node {url} broke off the connection "
-                                      f"({_reason(exc)})") from None
+                                      f"({_reason(exc)}); the request may or may not have "
+                                      "been carried out") from None
                 log.warning("engine node %s cannot be reached (%s); trying the next",
                             url, _reason(exc))
                 self._mark(url, down=True)

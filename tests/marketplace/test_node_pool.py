@@ -40,6 +40,8 @@ class Node:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
+        # a client that gave up (the deadline test) leaves a broken pipe: not worth a trace
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -176,3 +178,39 @@ def test_settings_give_the_pool_its_nodes_and_a_shared_token(tmp_path):
     assert (tmp_path / "engine-node.token").stat().st_mode & 0o777 == 0o600
     with pytest.raises(ConfigError, match="ENGINE_URLS"):
         load_settings({"INSTANCE_PATH": str(tmp_path), "ENGINE_URLS": "ftp://x"}, environ={})
+
+
+@pytest.fixture
+def hangup_url() -> Iterator[str]:
+    """A loopback server that accepts each connection, reads the request and closes the
+    connection without an answer: a node killed while it held the request."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_a_read_a_node_broke_off_goes_to_the_next_node_a_write_does_not(nodes, hangup_url):
+    up = nodes(answer(200, {"ok": True}))
+    pool = NodePool([hangup_url, up.url], timeout=5, token="t")
+    pool.order = lambda: [hangup_url, up.url]  # type: ignore[method-assign]
+    assert pool.request("GET", "/engine/v1/workspaces/shop/segments").json() == {"ok": True}
+    with pytest.raises(MarketplaceError) as err:
+        pool.request("POST", "/engine/v1/workspaces/shop/events", json={"events": [1]})
+    assert err.value.code == "engine_unavailable" and "may or may not" in err.value.message
+    assert [s[0] for s in up.seen] == ["GET"]  # the write was not sent a second time
