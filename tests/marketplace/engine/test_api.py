@@ -161,3 +161,46 @@ def test_nul_in_the_url_is_refused_alike_on_both_databases(client, h):
         resp = client.get(url, headers=h)
         assert resp.status_code == 400, (url, resp.status_code)
         assert resp.get_json()["error"]["code"] == "invalid_parameter"
+
+
+def _matches(doc: dict, name: str, value: object) -> None:
+    import jsonschema
+
+    jsonschema.validate(value, {"$ref": f"#/components/schemas/{name}",
+                                "components": doc["components"]})
+
+
+def test_profile_import_recent_profiles_and_member_counts(client, h, app):
+    doc = document()
+    bad = client.put(f"{BASE}/profiles", headers=h, json={"profiles": [
+        {"user_id": "ann", "attributes": {"tier": "gold"}},
+        {"user_id": "", "attributes": {}}, {"user_id": "bob", "colour": "red"}]})
+    assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "invalid_profiles"
+    assert [d["path"] for d in bad.get_json()["error"]["details"]] == [
+        "$.profiles[1].user_id", "$.profiles[2]"]
+    # all or nothing: ann was not imported either
+    assert client.get(f"{BASE}/profiles", headers=h).get_json() == {"profiles": []}
+    assert client.put(f"{BASE}/profiles", headers=h, json={"profiles": []}).status_code == 422
+    done = client.put(f"{BASE}/profiles", headers=h, json={"profiles": [
+        {"user_id": "ann", "attributes": {"tier": "gold"}},
+        {"user_id": "bob", "attributes": {"tier": "silver"}, "traits": {"score": 3}}]})
+    assert done.status_code == 200 and done.get_json() == {"imported": 2}
+    _matches(doc, "Imported", done.get_json())
+    recent = client.get(f"{BASE}/profiles?limit=5", headers=h).get_json()
+    _matches(doc, "RecentProfiles", recent)
+    assert {p["user_id"] for p in recent["profiles"]} == {"ann", "bob"}
+    assert len(client.get(f"{BASE}/profiles?limit=1", headers=h).get_json()["profiles"]) == 1
+    assert client.get(f"{BASE}/profiles?limit=0", headers=h).status_code == 422
+    rule = {"field": "attributes.tier", "op": "==", "value": "gold"}
+    assert client.put(f"{BASE}/segments/gold", headers=h, json={"rule": rule}).status_code == 200
+    plain = client.get(f"{BASE}/segments", headers=h).get_json()
+    assert "members" not in plain["segments"][0]
+    counted = client.get(f"{BASE}/segments?counts=true", headers=h).get_json()
+    _matches(doc, "SegmentList", counted)
+    assert [(s["name"], s["members"]) for s in counted["segments"]] == [("gold", 1)]
+    assert client.get(f"{BASE}/segments?counts=maybe", headers=h).status_code == 422
+    # the node token (the installation's own processes) acts in any workspace
+    node = auth(app.config["ENGINE_NODE_TOKEN"])
+    assert client.get(f"{BASE}/segments", headers=node).status_code == 200
+    assert client.get(f"{BASE}/segments", headers=auth("not-" + app.config[
+        "ENGINE_NODE_TOKEN"])).status_code == 401
