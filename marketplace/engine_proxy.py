@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from urllib.parse import quote
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 
@@ -79,12 +80,14 @@ def _relay(answer: NodeAnswer) -> Iterator[bytes]:
 def forward(rest: str) -> Response:
     """Send this request to an engine node and hand its answer back."""
     pool: NodePool = current_app.extensions[POOL]
-    if rest == "_node" or rest.startswith("_node/"):
-        # node-internal endpoints are for the installation's own processes, which call
-        # the nodes directly; the public web server does not relay them
+    segments = rest.split("/")
+    # node-internal endpoints are for the installation's own processes, which call the
+    # nodes directly: the public web server does not relay them. A dot segment would
+    # be resolved on the way (to another path than the one checked here): refused.
+    if segments[0] == "_node" or any(s in (".", "..") for s in segments):
         raise MarketplaceError(404, "not_found", "there is no such engine endpoint")
     body = read_body(MAX_FORWARD_BYTES) if request.method not in ("GET", "HEAD") else None
-    path = "/engine/v1" + (f"/{rest}" if rest else "")
+    path = "/engine/v1" + (f"/{quote(rest, safe='/')}" if rest else "")
     answer = pool.request(request.method, path, params=list(request.args.items(multi=True)),
                           headers=_headers(), data=body or None, stream=True, check=False)
     headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP]

@@ -232,9 +232,10 @@ class NodeAnswer:
 
     def error(self) -> MarketplaceError | None:
         """The node's error as the :class:`MarketplaceError` it raised, or ``None`` when
-        the answer is no error. An error without the JSON error shape (a proxy's 502
-        page, say) is ``engine_unavailable``."""
-        if self.status_code < 400:
+        the answer is a success (2xx). An error without the JSON error shape (a proxy's
+        502 page, say), or a redirect, which the engine API never answers, is
+        ``engine_unavailable``."""
+        if self.status_code < 300:
             return None
         try:
             body = self.json()
@@ -384,7 +385,9 @@ def _reason(exc: Exception) -> str:
 
 
 def _q(value: str) -> str:
-    return quote(value, safe="")
+    """One path segment, every reserved character escaped; dots too, so that a name such
+    as ``..`` stays a name instead of a step up the path."""
+    return quote(value, safe="").replace(".", "%2E")
 
 
 class RemoteEngine:

@@ -250,6 +250,10 @@ def test_remote_engine_answers_like_the_local_one(web_app, app, business, sessio
             engine.import_profiles("shop", [{"user_id": "", "attributes": []}])
         assert bad.value.code == "invalid_profiles"
         assert bad.value.details[0]["path"].startswith("$.profiles[0]")
+    for odd in ("..", ".", "a b", "x%2Fy"):  # a name is a name, never a path
+        with pytest.raises(MarketplaceError) as err:
+            remote.segment("shop", odd)
+        assert (err.value.status, err.value.code) == (404, "segment_not_found"), odd
     remote.delete_segment("shop", "gold")
     assert local.segments("shop") == []
     result = remote.ingest("shop", [{"id": "x1", "user_id": "cy", "type": "view"}])
@@ -266,6 +270,11 @@ def test_node_status_comes_from_the_node_and_is_not_relayed_to_clients(web_app, 
     # the node-internal endpoints are for the installation's processes, not for clients
     token = bearer(web_app.config["ENGINE_NODE_TOKEN"])
     assert client.get("/engine/v1/_node/status", headers=token).status_code == 404
+    # nor by a detour through dot segments, plain or escaped
+    for detour in ("/engine/v1/workspaces/../_node/status",
+                   "/engine/v1/workspaces/%2E%2E/_node/status"):
+        resp = client.get(detour, headers=token)
+        assert resp.status_code == 404 and resp.is_json, detour
     assert requests.get(f"{node.url}/engine/v1/_node/status", timeout=10).status_code == 401
 
 
