@@ -47,13 +47,14 @@ def engine_serve(host: str, port: int, threads: int) -> None:
     outbox; Ctrl-C or SIGTERM stops it with every worker, control group and
     data-dir mount it started. Point web servers at it with GEARS_ENGINE_URLS.
     """
-    from marketplace.engine.node import create_node_app, start_node, stop_node
+    from marketplace.engine.node import claim_data_root, create_node_app, start_node, stop_node
     from marketplace.server import serve as run_server
 
     app = create_node_app()
     problem = database_problem(app)
     if problem:
         raise MarketplaceError(500, "database_not_ready", problem)
+    held = claim_data_root(app)  # noqa: F841 (held open, and so locked, until the node exits)
     _logging()
     click.echo(f"Engine node on http://{host}:{port}/engine/v1 (one process, {threads} "
                "threads)", err=True)

@@ -170,6 +170,13 @@ def _tree_stamp(root: Path) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(sorted(out))
 
 
+def data_root(app: Flask) -> Path:
+    """Where the app's installations' data dirs live (``GEAR_DATA_PATH``)."""
+    configured = app.config["GEAR_DATA_PATH"]
+    return (Path(configured).resolve() if configured
+            else Path(app.instance_path) / "engine" / "data")
+
+
 class EngineManager:
     """Starts, calls and stops one app's installations in the runtime it owns."""
 
@@ -187,8 +194,7 @@ class EngineManager:
         self._reconcile_after = 0.0
         root = Path(app.instance_path) / "engine"
         self.cache = GearCache(root / "gear-cache", StoreFetcher(get_blob_store(app)))
-        configured = app.config["GEAR_DATA_PATH"]
-        self.data_root = Path(configured).resolve() if configured else root / "data"
+        self.data_root = data_root(app)
         self.sessions: Callable[[], Session] = database(app).sessionmaker
         self._workspaces: dict[str, WorkspaceGears] = {}
         self._lock = threading.RLock()

@@ -20,11 +20,12 @@ started with their control groups and data-dir mounts.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
@@ -62,6 +63,33 @@ def create_node_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(bp)
     app.before_request(_engine_paths_only)
     return app
+
+
+#: Beside the installations' data dirs: held (``flock``) by the node using them.
+DATA_LOCK = ".engine-node.lock"
+
+
+def claim_data_root(app: Flask) -> IO[str]:
+    """Hold the node's data root for as long as this process (and the server it forks)
+    lives; the kernel lets go when it dies, however it dies.
+
+    Two engine processes running one installation's workers in one data dir would
+    mount its filesystem image twice and corrupt it: a second node on the same machine
+    with the same ``GEAR_DATA_PATH`` is refused with ``data_path_in_use``.
+    """
+    from marketplace.engine.manager import data_root
+
+    root = data_root(app)
+    root.mkdir(parents=True, exist_ok=True)
+    held = open(root / DATA_LOCK, "a+")  # noqa: SIM115 (kept open: the lock is the file)
+    try:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        held.close()
+        raise MarketplaceError(
+            500, "data_path_in_use", f"another engine node on this machine uses {root} for "
+            "gears' data dirs; give each node its own GEARS_GEAR_DATA_PATH") from None
+    return held
 
 
 def start_node(app: Flask) -> NodeInfo:

@@ -404,3 +404,31 @@ def check_store(app: Any, senders: list[Sent]) -> None:
                 by_sender[r.properties["sender"]].append(r.properties["seq"])
             for sender, seqs in by_sender.items():
                 assert seqs == sorted(seqs), f"{sender}'s events for {user} out of order: {seqs}"
+
+
+def test_a_second_node_on_one_data_path_is_refused(sandbox_ok, app, tmp_path):
+    """Two nodes on one machine sharing gears' data dirs would mount one installation's
+    filesystem image twice: the second is refused at start, and starts once the first is
+    gone."""
+    cfg = app.config
+    workdir = tmp_path / "nodes"
+    workdir.mkdir()
+    env = registry_env(workdir, GEARS_DATABASE_URL=cfg["DATABASE_URL"],
+                       GEARS_STORAGE_URL=cfg["STORAGE_URL"], GEARS_SECRET_KEY=cfg["SECRET_KEY"],
+                       GEARS_INSTANCE_PATH=cfg["INSTANCE_PATH"], **PASSED_ON)
+    first = start_node(workdir, "a", env)
+    try:
+        wait_ready(first, cfg["ENGINE_NODE_TOKEN"])
+        second = subprocess.run(
+            [sys.executable, "-m", "marketplace.cli", "engine", "serve", "--port",
+             str(free_port())], cwd=workdir, env={**env, "GEARS_GEAR_DATA_PATH": str(first.data)},
+            capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1, second.stderr
+        assert "GEARS_GEAR_DATA_PATH" in second.stderr and str(first.data) in second.stderr
+    finally:
+        stop(first)
+    again = start_node(workdir, "a", env)
+    try:
+        wait_ready(again, cfg["ENGINE_NODE_TOKEN"])
+    finally:
+        stop(again)
