@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gears_sdk.manifest import Permissions
@@ -61,8 +61,10 @@ MAX_PAGES_PER_STREAM = 1000
 #: Profile records one import may hold (as many as events in one batch).
 MAX_IMPORT = 1000
 EXPORT_BATCH = 500
-#: A run still "running" after this long is taken to have died with its process.
-STALE_RUN = timedelta(hours=1)
+#: A run still "running" that made no progress (a page) for this long died with its
+#: process (an engine node killed mid-sync): the next sync marks it failed and runs. Far
+#: longer than one page may take (one gear call's deadline and its records' write).
+STALE_RUN = timedelta(minutes=10)
 MAX_PROBLEMS_KEPT = 20
 
 
@@ -320,22 +322,33 @@ def _start_run(session: Session, workspace: Workspace, installation: str,
     # PostgreSQL).
     session.execute(select(InstallationRow.id).where(InstallationRow.id == installation)
                     .with_for_update())
+    now = utcnow()
+    alive = func.coalesce(SyncRun.heartbeat_at, SyncRun.started_at) > now - STALE_RUN
     running = session.scalar(select(SyncRun).where(
-        SyncRun.installation_id == installation, SyncRun.status == SyncStatus.running,
-        SyncRun.started_at > utcnow() - STALE_RUN))
+        SyncRun.installation_id == installation, SyncRun.status == SyncStatus.running, alive))
     if running is not None:
         raise MarketplaceError(409, "sync_running", f"a sync of {installation} is already "
                                f"running (run {running.id}); wait for it to end")
+    session.execute(update(SyncRun).where(
+        SyncRun.installation_id == installation, SyncRun.status == SyncStatus.running,
+        ~alive).values(status=SyncStatus.failed, finished_at=now, error=(
+            "stopped making progress: the engine process running it stopped "
+            f"(no page for {int(STALE_RUN.total_seconds() // 60)} minutes)")))
     run = SyncRun(workspace_id=workspace.id, installation_id=installation, trigger=trigger,
-                  status=SyncStatus.running, started_at=utcnow(), stats={})
+                  status=SyncStatus.running, started_at=now, heartbeat_at=now, stats={})
     session.add(run)
     session.commit()
     return run
 
 
+def _beat(session: Session, run_id: int) -> None:
+    """The run made progress (committed with the caller's transaction)."""
+    session.execute(update(SyncRun).where(SyncRun.id == run_id).values(heartbeat_at=utcnow()))
+
+
 def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
                  wg: WorkspaceGears, inst: InstalledGear, stream: StreamInfo,
-                 stats: dict[str, Any]) -> None:
+                 stats: dict[str, Any], run_id: int) -> None:
     installation = inst.id
     mine = stats.setdefault(stream.name, {"kind": stream.kind, "pages": 0, "records": 0,
                                           "rejected": 0, "refused": 0, "problems": []})
@@ -355,7 +368,8 @@ def _sync_stream(engine: EngineManager, session: Session, workspace: Workspace,
             session.add(row)
         row.cursor, row.updated_at = batch.cursor, utcnow()
         row.records = (row.records or 0) + applied
-        session.commit()  # the page's records and its cursor, together
+        _beat(session, run_id)
+        session.commit()  # the page's records, its cursor and the run's heartbeat, together
         mine["pages"] += 1
         mine["records"] += applied
         mine["rejected"] += len(problems)
@@ -375,7 +389,7 @@ def sync(engine: EngineManager, session: Session, workspace: Workspace, installa
         listed = _call(engine, session, wg, inst.id, "gear_streams") or []
         chosen = [s for s in listed if streams is None or s.name in streams]
         for stream in chosen:
-            _sync_stream(engine, session, workspace, wg, inst, stream, stats)
+            _sync_stream(engine, session, workspace, wg, inst, stream, stats, run.id)
         run.status, run.error = SyncStatus.succeeded, None
     except SyncFailed as exc:
         session.rollback()

@@ -201,6 +201,9 @@ class SyncRun(Base):
     trigger: Mapped[str] = mapped_column(String(16), default="manual")
     status: Mapped[SyncStatus] = mapped_column(_str_enum(SyncStatus), default=SyncStatus.running)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: when the running sync last made progress (started, read a page); a run silent for
+    #: longer than ``connectors.STALE_RUN`` died with its engine node
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)

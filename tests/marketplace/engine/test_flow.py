@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
-from marketplace.engine.models import ConnectorCursor, Decision, InstallationState
+from marketplace.engine.models import ConnectorCursor, Decision, InstallationState, SyncRun
 from tests.marketplace.engine.conftest import EXAMPLES, auth, write_gear
 
 pytestmark = pytest.mark.sandbox
@@ -208,6 +208,8 @@ def test_events_segments_decisions_and_connector(client, session, shop):
     session.rollback()
     cursors = {c.stream: c.cursor for c in session.scalars(select(ConnectorCursor))}
     assert cursors == {"customers": 3, "products": 4, "orders": 1}
+    stored = session.get(SyncRun, run["id"])  # it beat at every page, the last one too
+    assert stored.started_at < stored.heartbeat_at <= stored.finished_at
 
     # the second sync is incremental: the source is asked from the stored cursors
     src.seen.clear()
