@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from gears_sdk.manifest import Permissions
+from gears_sdk.manifest import Manifest, Permissions
 
 
 def _host(pattern: str) -> str:
@@ -134,8 +133,6 @@ class Capability:
 
 
 def _permissions(source: Any) -> Permissions:
-    from gears_sdk.manifest import Manifest, Permissions
-
     if isinstance(source, Permissions):
         return source
     if isinstance(source, Manifest):

@@ -85,7 +85,8 @@ ProfileAccess = Access
 class Permissions:
     """What the runtime lets the gear do; everything else is refused.
 
-    :data:`gears_sdk.capabilities.CAPABILITIES` says what each field grants.
+    :data:`gears_sdk.capabilities.CAPABILITIES` says what each field grants
+    (:func:`gears_sdk.capabilities.capability_ids` lists them).
     """
 
     network: tuple[str, ...] = ()
@@ -103,13 +104,6 @@ class Permissions:
             events=Access.from_value(data.get("events")),
             secrets=tuple(data.get("secrets") or ()),
         )
-
-    def capabilities(self) -> set[str]:
-        """Capability strings (``network:api.example.com``, ``catalog.read:price``);
-        the basis of consent and of capability diffs."""
-        from gears_sdk.capabilities import capability_ids
-
-        return set(capability_ids(self))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from gears_sdk.manifest import Permissions
+from gears_sdk.capabilities import capability_ids
 from marketplace.vetting.context import VetContext
 from marketplace.vetting.findings import Finding, finding
 
@@ -76,11 +76,11 @@ def check_config_schema(ctx: VetContext) -> Iterable[Finding]:
 def capabilities(manifest: dict[str, Any] | None) -> set[str]:
     if manifest is None:
         return set()
-    return Permissions.from_dict(manifest.get("permissions") or {}).capabilities()
+    return set(capability_ids(manifest))
 
 
 def check_capabilities(ctx: VetContext) -> Iterable[Finding]:
-    now = ctx.manifest.permissions.capabilities()
+    now = set(capability_ids(ctx.manifest))
     if ctx.previous_manifest is None:
         listed = ", ".join(sorted(now)) or "none"
         return [finding("capabilities_initial", f"no approved version to compare with; "
