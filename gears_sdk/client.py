@@ -20,6 +20,7 @@ import requests
 
 from gears_sdk import __version__
 from gears_sdk.errors import GearsError
+from gears_sdk.settings import load_settings
 
 API = "/api/v1"
 ProgressCallback = Callable[[int, int], None]
@@ -212,8 +213,6 @@ class RegistryClient:
 
 def client_from_settings(registry: str | None = None, token: str | None = None) -> RegistryClient:
     """A client for the stored login (environment first); errors if none is set."""
-    from gears_sdk.settings import load_settings
-
     settings = load_settings()
     url = registry or settings.registry
     if not url:

@@ -26,6 +26,7 @@ The reference in ``docs/hooks.md`` is generated from these docstrings.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
@@ -264,10 +265,8 @@ def get_plugin_manager(*plugins: object) -> pluggy.PluginManager:
     Ends with ``check_pending()``, so a plugin implementing a hook that does
     not exist fails here rather than being silently ignored.
     """
-    import gears_sdk.hookspecs as specs
-
     pm = pluggy.PluginManager(PROJECT)
-    pm.add_hookspecs(specs)
+    pm.add_hookspecs(sys.modules[__name__])
     for plugin in plugins:
         pm.register(plugin)
     pm.check_pending()

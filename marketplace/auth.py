@@ -31,8 +31,9 @@ from typing import Any, Protocol, TypeVar, cast
 
 from flask import current_app, g, request
 
+from marketplace.accounts.failures import DatabaseLimiter
 from marketplace.accounts.tokens import authenticate_token, hash_token, token_allows
-from marketplace.db import COMMITTED, get_session
+from marketplace.db import COMMITTED, database, get_session
 from marketplace.errors import APIError
 from marketplace.models import ApiToken, User
 from marketplace.ratelimit import SlidingWindowLimiter
@@ -64,9 +65,6 @@ def failure_limiter(name: str, limit: int, window: float) -> Limiter:
         if current_app.config["RATE_LIMIT_STORE"] == "memory":
             limiter = SlidingWindowLimiter(limit=limit, window=window)
         else:
-            from marketplace.accounts.failures import DatabaseLimiter
-            from marketplace.db import database
-
             limiter = DatabaseLimiter(database().engine, limit=limit, window=window)
         current_app.extensions[name] = limiter
     return cast(Limiter, limiter)

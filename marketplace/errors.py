@@ -21,6 +21,8 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+from marketplace.db import commit_outcome_unknown, committed_earlier
+
 log = logging.getLogger(__name__)
 
 Detail = dict[str, str]
@@ -200,7 +202,6 @@ def handle_database_error(exc: sa_exc.SQLAlchemyError) -> Response:
     busy = any(word in text for word in _BUSY_WORDS)
     log.warning("database %s on %s %s: %s", "busy" if busy else "unavailable", request.method,
                 request.path, text.splitlines()[0] if text else type(exc).__name__)
-    from marketplace.db import commit_outcome_unknown, committed_earlier
 
     retry = {"Retry-After": str(DATABASE_RETRY_AFTER)}
     session = g.get("gears_session")

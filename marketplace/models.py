@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from sqlalchemy.sql.expression import false as sa_false
 
+from gears_sdk.versions import precedence_key
 from marketplace.db import Base, UTCDateTime, utcnow
 
 
@@ -260,8 +261,6 @@ class GearVersion(Base):
 
     @validates("version")
     def _set_precedence(self, _key: str, value: str) -> str:
-        from gears_sdk.versions import precedence_key
-
         self.precedence = precedence_key(value)
         return value
 

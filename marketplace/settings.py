@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gears_sdk import ENGINE_VERSION
+from gears_sdk.versions import is_valid_version
 from marketplace.errors import MarketplaceError
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,6 @@ def choice(*options: str) -> Callable[[str], str]:
 
 def semver_text(raw: str) -> str:
     """a version such as 1.4.0"""
-    from gears_sdk.versions import is_valid_version
-
     if not is_valid_version(raw.strip()):
         raise ValueError("not a version such as 1.4.0")
     return raw.strip()

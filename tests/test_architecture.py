@@ -81,19 +81,26 @@ def _absolute(name: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _targets(node: ast.Import | ast.ImportFrom, name: str, is_package: bool,
+             modules: dict[str, Path]) -> Iterator[str]:
+    """The modules one import statement imports."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+        return
+    base = _absolute(name, is_package, node)
+    for alias in node.names:
+        full = f"{base}.{alias.name}"
+        yield full if full in modules else base
+
+
 def imports_in(
     source: str, name: str, is_package: bool, modules: dict[str, Path]
 ) -> Iterator[tuple[str, int]]:
     """(imported module, line) for each import that runs, at any depth."""
     for node in _runtime_nodes(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            base = _absolute(name, is_package, node)
-            for alias in node.names:
-                full = f"{base}.{alias.name}"
-                yield (full if full in modules else base), node.lineno
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for target in _targets(node, name, is_package, modules):
+                yield target, node.lineno
 
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> Iterator[tuple[str, int]]:
@@ -219,6 +226,75 @@ def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
 
 def test_the_only_import_cycles_are_type_only() -> None:
     assert set(cycles(import_graph())) <= KNOWN_CYCLES
+
+
+def function_imports_in(source: str, name: str, is_package: bool,
+                        modules: dict[str, Path]) -> Iterator[tuple[str, int]]:
+    """(project module, line) for each import inside a function (type-only ones left out)."""
+
+    def walk(node: ast.AST, in_function: bool) -> Iterator[tuple[str, int]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for other in child.orelse:
+                    yield from walk(other, in_function)
+                continue
+            if in_function and isinstance(child, ast.Import | ast.ImportFrom):
+                for target in _targets(child, name, is_package, modules):
+                    yield target, child.lineno
+            yield from walk(child, in_function or isinstance(
+                child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    for target, line in walk(ast.parse(source), False):
+        if target.split(".")[0] in PACKAGES:
+            yield target, line
+
+
+# An import inside a function hides a dependency; only these defer one on purpose
+# (module -> what it imports there, each with its reason in a comment at the import).
+ALLOWED_FUNCTION_IMPORTS: dict[str, set[str]] = {
+    # `import marketplace.storage` must not build Flask and every blueprint
+    "marketplace": {"marketplace.app"},
+    # alembic's command line runs env.py as a script: the app is built only then
+    "marketplace.migrations.env": {"marketplace"},
+    # init_app: the blueprints import modules that import the package back
+    "marketplace.accounts": {"marketplace.accounts.api"},
+    "marketplace.registry": {"marketplace.openapi", "marketplace.registry.api",
+                             "marketplace.registry.trust_api"},
+    # vetting depends on the registry; publishing reaches up only to queue its job
+    "marketplace.registry.publish": {"marketplace.vetting.jobs"},
+    # the checks (and the runtime they start) load in the vetting child process only
+    "marketplace.vetting.jobs": {"marketplace.vetting.pipeline"},
+    "marketplace.vetting.runner": {"marketplace.vetting.pipeline"},
+}
+# Modules being reworked with the engine service, their imports with them; this set
+# only shrinks.
+PENDING_FUNCTION_IMPORTS = {"marketplace.cli", "marketplace.cli_context", "marketplace.engine",
+                            "marketplace.engine.api", "marketplace.engine.cli",
+                            "marketplace.engine.manager", "marketplace.engine.node",
+                            "marketplace.services", "marketplace.web.views_engine"}
+
+
+def test_function_level_imports_of_project_modules_are_deliberate() -> None:
+    modules = all_modules()
+    found = [
+        f"{name}:{line} imports {target} inside a function"
+        for name, path in modules.items() if name not in PENDING_FUNCTION_IMPORTS
+        for target, line in function_imports_in(path.read_text(), name,
+                                                path.name == "__init__.py", modules)
+        if target not in ALLOWED_FUNCTION_IMPORTS.get(name, set())
+    ]
+    assert not found, "move these to the top of the module, or give the reason:\n" + \
+        "\n".join(found)
+
+
+def test_the_function_import_check_sees_nested_and_relative_imports() -> None:
+    source = ("import os\nfrom typing import TYPE_CHECKING\n"
+              "if TYPE_CHECKING:\n    from marketplace import db\n"
+              "def f():\n    import json\n    if True:\n        from ..web import views\n"
+              "class C:\n    def m(self):\n        import gears_sdk.values\n")
+    modules = {"marketplace.web.views": Path("x")}
+    found = list(function_imports_in(source, "marketplace.engine.x", False, modules))
+    assert found == [("marketplace.web.views", 8), ("gears_sdk.values", 11)]
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:

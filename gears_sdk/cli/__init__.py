@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from gears_sdk import __version__
+from gears_sdk.cli import develop, registry
 from gears_sdk.errors import GearsError
 
 
@@ -44,8 +45,6 @@ def main() -> None:
 
 
 def _register() -> None:
-    from gears_sdk.cli import develop, registry
-
     for command in (*develop.COMMANDS, *registry.COMMANDS):
         main.add_command(command)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from gears_sdk.archive import build_archive, read_archive
+from gears_sdk.gear_dir import check_gear_dir
 from gears_sdk.manifest import Manifest, Permissions
 from gears_sdk.scaffolding import KINDS, scaffold_gear
 
@@ -34,8 +36,6 @@ def describe(manifest: Manifest) -> str:
 
 def validate_dir(gear_dir: Path) -> Manifest:
     """Validate a gear directory (every manifest problem is reported at once)."""
-    from gears_sdk.gear_dir import check_gear_dir
-
     manifest, _module = check_gear_dir(gear_dir)
     return manifest
 
@@ -53,8 +53,6 @@ def validate_command(gear_dir: Path) -> None:
               help="Directory for the .gear file (default: GEAR_DIR/dist).")
 def build_command(gear_dir: Path, out_dir: Path | None) -> None:
     """Validate a gear directory and build its reproducible .gear archive."""
-    from gears_sdk.archive import build_archive
-
     validate_dir(gear_dir)
     built = build_archive(gear_dir, out_dir)
     click.echo(str(built.path))
@@ -63,8 +61,6 @@ def build_command(gear_dir: Path, out_dir: Path | None) -> None:
 
 def archive_summary(source: Path | str) -> dict[str, Any]:
     """What ``gears inspect`` shows, as a JSON-ready dict."""
-    from gears_sdk.archive import read_archive
-
     archive = read_archive(source)
     m = archive.manifest
     hashes = archive.file_hashes()

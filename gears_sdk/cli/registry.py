@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from gears_sdk.archive import build_archive
+from gears_sdk.cli.develop import validate_dir
 from gears_sdk.client import RegistryClient, client_from_settings
 from gears_sdk.errors import GearsError
 from gears_sdk.hookspecs import KINDS
@@ -52,9 +54,6 @@ def publish_command(source: Path) -> None:
     """Upload a .gear FILE, or build and upload a gear DIR (default: .)."""
     client = client_from_settings()
     if source.is_dir():
-        from gears_sdk.archive import build_archive
-        from gears_sdk.cli.develop import validate_dir
-
         validate_dir(source)
         built = build_archive(source)
         click.echo(f"built {built.path} (sha256: {built.sha256})", err=True)

@@ -68,6 +68,8 @@ __all__ = [
 
 
 def init_app(app: Flask) -> None:
+    # the API goes through marketplace.auth, which imports this package's modules:
+    # the blueprint loads when the app is built, not with the package
     from marketplace.accounts.api import bp
 
     app.register_blueprint(bp)

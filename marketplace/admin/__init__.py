@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from flask import Flask
 
+from marketplace.admin.views import bp as review_bp
+from marketplace.admin.views_manage import bp as manage_bp
+from marketplace.admin.views_publisher import bp as publisher_bp
+
 
 def init_app(app: Flask) -> None:
-    from marketplace.admin.views import bp as review_bp
-    from marketplace.admin.views_manage import bp as manage_bp
-    from marketplace.admin.views_publisher import bp as publisher_bp
-
     for bp in (review_bp, manage_bp, publisher_bp):
         app.register_blueprint(bp)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 
 from flask import abort, flash, redirect, request
 
+from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
 from marketplace.models import User
 from marketplace.web.session import current_user, is_admin, login_required
@@ -40,8 +41,6 @@ def act(back: str, action: Callable[[], Any], done: str, *, back_on_error: str |
     try:
         action()
     except MarketplaceError as exc:
-        from marketplace.db import get_session
-
         get_session().rollback()
         flash(exc.message, "error")
         return redirect(back_on_error or back)

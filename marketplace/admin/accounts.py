@@ -93,8 +93,6 @@ def set_verified(session: Session, actor: User, publisher: Publisher, verified: 
 
 
 def revoke(session: Session, actor: User, token: ApiToken) -> ApiToken:
-    from marketplace.accounts.tokens import revoke_token
-
     if token.revoked_at is not None:
         raise MarketplaceError(409, "invalid_state", "this token is already revoked")
     revoke_token(session, token, actor=actor)

@@ -9,17 +9,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from gears_sdk.archive import GearArchive, read_archive
+from marketplace import audit
 from marketplace.admin import diffs
 from marketplace.admin.access import act, admin, admin_required, age, form_reason
 from marketplace.blobs import get_blob_store
 from marketplace.db import get_session
-from marketplace.models import Gear, GearVersion, VersionStatus
+from marketplace.models import AuditEntry, Gear, GearVersion, VersionStatus
 from marketplace.registry import queries, states
 from marketplace.registry.signing import VersionSignature, keyring, sign_version
 from marketplace.vetting.approval import baseline, waiting_reason
 from marketplace.vetting.findings import SEVERITIES, rank, worst
 from marketplace.vetting.jobs import enqueue
-from marketplace.vetting.models import VettingReport
+from marketplace.vetting.models import JobState, VettingReport
 
 bp = Blueprint("admin_review", __name__, url_prefix="/admin")
 
@@ -94,15 +95,11 @@ def version_page(publisher: str, name: str, version: str) -> str:
 def _waiting(version: GearVersion, report: VettingReport | None,
              findings: list[dict[str, Any]]) -> str | None:
     """Why a pending version waits for a human (the auto-approval rule's answer)."""
-    from marketplace.vetting.models import JobState
-
     vetted = report is not None and report.state in (JobState.done, JobState.error)
     return waiting_reason(version, findings, vetted)
 
 
 def _audit_for(row: GearVersion) -> list[Any]:
-    from marketplace.models import AuditEntry
-
     return list(get_session().scalars(select(AuditEntry).where(
         AuditEntry.target_type == "version",
         AuditEntry.target_id == f"{row.gear.name}@{row.version}").order_by(AuditEntry.id)))
@@ -144,8 +141,6 @@ def version_action(publisher: str, name: str, version: str, action: str) -> Any:
 
 
 def _revet(session: Any, user: Any, row: GearVersion, reason: str | None) -> None:
-    from marketplace import audit
-
     enqueue(session, row)
     audit.record(session, user, "version.revet", "version", f"{row.gear.name}@{row.version}",
                  reason=reason)

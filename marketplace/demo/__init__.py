@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 from flask import Flask
 
+from marketplace.accounts import service, tokens
+from marketplace.audit import SystemActor
+from marketplace.db import session_scope
 from marketplace.demo.accounts import (
     DEMO_BUSINESS,
     DEMO_DEVELOPER,
@@ -23,6 +26,8 @@ from marketplace.demo.accounts import (
     new_password,
     seed_accounts,
 )
+from marketplace.demo.gears import approve_own, build_examples, publish_examples
+from marketplace.demo.workspace import install_gears, seed_engine
 
 __all__ = ["DEMO_BUSINESS", "DEMO_DEVELOPER", "DEMO_PUBLISHER", "DEMO_WORKSPACE",
            "new_password", "seed_accounts", "seed_demo"]
@@ -31,12 +36,6 @@ __all__ = ["DEMO_BUSINESS", "DEMO_DEVELOPER", "DEMO_PUBLISHER", "DEMO_WORKSPACE"
 def seed_demo(app: Flask, say: Callable[[str], None] = print) -> None:
     """Accounts, then gears, then the workspace: each step only adds what is missing,
     and everything is audited as the ``demo-seed`` actor."""
-    from marketplace.accounts import service, tokens
-    from marketplace.audit import SystemActor
-    from marketplace.db import session_scope
-    from marketplace.demo.gears import approve_own, build_examples, publish_examples
-    from marketplace.demo.workspace import install_gears, seed_engine
-
     with session_scope(app) as session:
         created = seed_accounts(session)
         session.commit()

@@ -30,6 +30,8 @@ from marketplace.models import AuditEntry, Gear, GearVersion, VersionStatus
 from marketplace.registry import publish as publishing
 from marketplace.registry import states
 from marketplace.registry.signing import keyring, sign_version
+from marketplace.vetting.jobs import claim, run_claim
+from marketplace.vetting.worker import make_approver, sandbox_options
 
 #: The example gears ship beside the package in a source checkout.
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_gears"
@@ -123,9 +125,6 @@ def own_pending(session: Session, examples: list[Example]) -> list[GearVersion]:
 
 def vet_own(app: Flask, session: Session, versions: list[GearVersion]) -> int:
     """Run the vetting queue for the seed's own versions only; returns how many ran."""
-    from marketplace.vetting.jobs import claim, run_claim
-    from marketplace.vetting.worker import make_approver, sandbox_options
-
     ids = [v.id for v in versions]
     ran = 0
     while ids:

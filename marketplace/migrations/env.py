@@ -46,7 +46,7 @@ def run_migrations_online() -> None:
         _configure(connection)
         return
     app = config.attributes.get("app")
-    if app is None:
+    if app is None:  # alembic's own command line: build the app only then
         from marketplace import create_app
 
         app = create_app()

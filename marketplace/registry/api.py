@@ -16,6 +16,7 @@ from marketplace.models import GearVersion
 from marketplace.registry import publish as publishing
 from marketplace.registry import queries, states
 from marketplace.registry.queries import MAX_PER_PAGE, SearchQuery
+from marketplace.registry.signing import keyring, sign_version
 from marketplace.registry.viewer import Viewer
 from marketplace.settings import as_bool
 from marketplace.storage import BlobNotFound, StorageError
@@ -199,8 +200,6 @@ def _review(publisher: str, name: str, version: str, approve: bool) -> Response:
 
 def signer() -> states.Signer:
     """Signs approvals with the registry key, from the archive in storage."""
-    from marketplace.registry.signing import keyring, sign_version
-
     ring, store = keyring(), get_store()
     return lambda session, row: sign_version(session, row, ring, store)
 

@@ -24,6 +24,7 @@ from gears_sdk.errors import ArchiveError, ManifestError
 from gears_sdk.manifest import Manifest
 from gears_sdk.versions import precedence_key
 from marketplace import audit
+from marketplace.accounts import RESERVED_NAMES, token_allows
 from marketplace.audit import SystemActor
 from marketplace.db import COMMITTING
 from marketplace.errors import MarketplaceError
@@ -86,8 +87,6 @@ def _manifest_error(exc: ManifestError | ArchiveError) -> MarketplaceError:
 
 def authorize_namespace(session: Session, upload: Upload, manifest: Manifest) -> Publisher:
     """The token must hold ``publish:<publisher>`` and its user must be a member."""
-    from marketplace.accounts import RESERVED_NAMES, token_allows
-
     if manifest.publisher in RESERVED_NAMES:
         # No publisher can hold such a name; say so instead of a generic "forbidden".
         raise MarketplaceError(
@@ -289,6 +288,8 @@ def _find_version(session: Session, name: str, version: str, sha256: str) -> Any
 def enqueue_vetting(session: Session, version: GearVersion) -> None:
     """Vetting runs off the request path: publishing only queues it, in the same
     transaction as the version, so no version is ever left without a queued run."""
+    # vetting depends on the registry (its jobs read versions, approval changes their
+    # state): the registry reaches up to it only here, when the call runs
     from marketplace.vetting.jobs import enqueue
 
     enqueue(session, version)

@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session, selectinload
 from gears_sdk.versions import Version, runs_on
 from marketplace.models import Gear, GearVersion, VersionStatus
 from marketplace.registry.search import CatalogQuery, search
+from marketplace.registry.signing import VersionSignature
 from marketplace.registry.viewer import Viewer
 from marketplace.settings import engine_version
+from marketplace.vetting.models import VettingReport
 
 MAX_PER_PAGE = 100
 
@@ -135,8 +137,6 @@ def trust_json(v: GearVersion, *, private: bool) -> dict[str, Any]:
     """Signature fields for everyone; vetting state and findings when ``private``."""
     from sqlalchemy.orm import object_session
 
-    from marketplace.registry.signing import VersionSignature
-    from marketplace.vetting.models import VettingReport
 
     session = object_session(v)
     sig = session.get(VersionSignature, v.id) if session is not None else None

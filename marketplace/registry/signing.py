@@ -34,9 +34,12 @@ from flask import Flask, current_app
 from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from gears_sdk.archive import read_archive
+from gears_sdk.errors import ArchiveError
 from marketplace.db import Base, UTCDateTime, utcnow
 from marketplace.errors import MarketplaceError
 from marketplace.runtime.signatures import ALGORITHM, SignedManifest, canonical_json, key_id
+from marketplace.storage import StorageError
 
 KEY_DIR = "signing"
 CURRENT = "current"
@@ -178,10 +181,6 @@ def sign_version(session: Any, version: Any, ring: KeyRing, store: Any) -> Versi
 
     The caller commits, in the same transaction as the approval and its audit entry.
     """
-    from gears_sdk.archive import read_archive
-    from gears_sdk.errors import ArchiveError
-    from marketplace.storage import StorageError
-
     try:
         archive = read_archive(store.read(version.sha256))
     except (StorageError, OSError, ArchiveError) as exc:

@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from gears_sdk.versions import Version
 from marketplace import audit
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion, User, VersionStatus
 from marketplace.registry.publish import version_state
+from marketplace.registry.queries import is_public
 
 MAX_REASON = 2000
 
@@ -53,8 +55,6 @@ def check_reason(reason: str | None, *, required: bool, what: str) -> str | None
 def refresh_listing(gear: Gear) -> None:
     """``gear.listed``: whether any version is public (approved, not yanked, not
     quarantined). Every version state change goes through here."""
-    from marketplace.registry.queries import is_public
-
     gear.listed = any(is_public(v) for v in gear.versions)
 
 
@@ -140,8 +140,6 @@ def review(session: Session, actor: User | audit.SystemActor, version: GearVersi
 
 def _refresh_gear(version: GearVersion) -> None:
     """The gear's listing shows what its newest approved version says."""
-    from gears_sdk.versions import Version
-
     gear = version.gear
     approved = [v for v in gear.versions if v.status is VersionStatus.approved] + [version]
     newest = max(approved, key=lambda v: Version.parse(v.version))

@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import select
 
+from marketplace import audit
 from marketplace.db import get_session
 from marketplace.errors import MarketplaceError
 from marketplace.models import Gear, GearVersion
 from marketplace.registry import queries, states
 from marketplace.registry.api import _reason_from_body, _require_user, _version_or_404, base_url
 from marketplace.registry.signing import keyring, sign_document
+from marketplace.vetting.jobs import enqueue
 
 bp = Blueprint("registry_trust", __name__, url_prefix="/api/v1")
 
@@ -81,9 +83,6 @@ def unquarantine(publisher: str, name: str, version: str) -> Response:
 @bp.post("/admin/gears/<publisher>/<name>/<version>/revet")
 def revet(publisher: str, name: str, version: str) -> tuple[Response, int]:
     """Queue the checks again (after a scanner error or a new check)."""
-    from marketplace import audit
-    from marketplace.vetting.jobs import enqueue
-
     v, row = _admin_version(publisher, name, version)
     reason = states.check_reason(_reason_from_body(), required=False, what="revet")
     session = get_session()

@@ -44,6 +44,7 @@ import requests
 
 from gears_sdk.archive import MAX_ARCHIVE_BYTES, read_archive
 from gears_sdk.errors import ArchiveError, GearsError
+from marketplace.storage import BlobNotFound, StorageError
 
 if TYPE_CHECKING:
     from marketplace.runtime.signatures import PublicKeys, SignedManifest
@@ -107,8 +108,6 @@ class StoreFetcher:
         self.max_bytes = max_bytes
 
     def fetch(self, name: str, version: str, sha256: str) -> bytes:
-        from marketplace.storage import BlobNotFound, StorageError
-
         try:
             if self.store.size(sha256) > self.max_bytes:
                 raise _too_large(name, version, self.max_bytes)

@@ -37,6 +37,10 @@ import sys
 from dataclasses import dataclass, field
 from functools import cache
 
+from gears_sdk.worker import landlock
+from marketplace.runtime import seccomp
+from marketplace.runtime.cgroups import probe_cgroups
+from marketplace.runtime.datadir import probe_quota
 from marketplace.runtime.errors import SandboxError
 from marketplace.settings import from_environ
 
@@ -97,11 +101,6 @@ def _bwrap_works(bwrap: str) -> tuple[bool, str]:
 @cache
 def probe_sandbox_level() -> SandboxReport:
     """Probe once per process which layers work on this host."""
-    from gears_sdk.worker import landlock
-    from marketplace.runtime import seccomp
-    from marketplace.runtime.cgroups import probe_cgroups
-    from marketplace.runtime.datadir import probe_quota
-
     notes: list[str] = []
     linux = sys.platform.startswith("linux")
     layers = {"rlimits": os.name == "posix", "seccomp": False, "landlock": False,

@@ -34,6 +34,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gears_sdk.values import clean_text
+from gears_sdk.worker.attempts import CATEGORIES, MAX_COUNT
 from gears_sdk.worker.protocol import (
     PROTOCOL_VERSION,
     Channel,
@@ -574,8 +575,6 @@ class Worker:
     def _note_attempts(self, reported: Any) -> None:
         """Add the worker's attempt counts; only known categories and sane counts count
         (the message comes from the gear's process)."""
-        from gears_sdk.worker.attempts import CATEGORIES, MAX_COUNT
-
         if not isinstance(reported, dict):
             return
         for what, n in reported.items():

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from marketplace.vetting import models  # noqa: F401 (tables on Base.metadata)
+
 
 def init_app(app: Flask) -> None:
-    """Register the tables. Jobs run in ``marketplace vet worker`` processes, never in
-    the web server's (:mod:`~marketplace.vetting.worker`)."""
-    from marketplace.vetting import models  # noqa: F401 (tables on Base.metadata)
+    """Nothing to set up: importing the package registers the tables. Jobs run in
+    ``marketplace vet worker`` processes, never in the web server's
+    (:mod:`~marketplace.vetting.worker`)."""

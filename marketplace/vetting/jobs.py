@@ -24,10 +24,11 @@ from typing import Any, Protocol
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from gears_sdk.archive import read_archive
 from marketplace.db import utcnow
 from marketplace.models import GearVersion
 from marketplace.vetting.approval import approval_reason, auto_approval_refusal, baseline
-from marketplace.vetting.context import SandboxOptions
+from marketplace.vetting.context import SandboxOptions, VetContext
 from marketplace.vetting.findings import finding
 from marketplace.vetting.models import JobState, VettingJob, VettingReport
 from marketplace.vetting.runner import DEFAULT_BUDGET, JobFailed, run_job
@@ -167,8 +168,7 @@ def vet_version(version: GearVersion, data: bytes, sandbox: SandboxOptions,
     process without a budget: only for tests that replace a check, never in a server."""
     previous = baseline(version)
     if budget is None:
-        from gears_sdk.archive import read_archive
-        from marketplace.vetting.context import VetContext
+        # in this process only for tests: the checks load in the vetting child otherwise
         from marketplace.vetting.pipeline import run_checks
 
         return run_checks(VetContext(

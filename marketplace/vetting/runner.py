@@ -23,7 +23,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from marketplace.vetting.context import SandboxOptions
+from gears_sdk.archive import read_archive
+from marketplace.vetting.context import SandboxOptions, VetContext
 
 #: Wall-clock seconds one job may take (the dynamic load test included).
 DEFAULT_BUDGET = 120.0
@@ -73,8 +74,8 @@ def run_job(data: bytes, *, previous_manifest: dict[str, Any] | None,
 
 def _child() -> None:
     """Read the header line and the archive from stdin; print the findings as JSON."""
-    from gears_sdk.archive import read_archive
-    from marketplace.vetting.context import VetContext
+    # the checks (and the runtime they start) load in the child only, never in the
+    # web or queue process that imports this module to spawn it
     from marketplace.vetting.pipeline import run_checks
 
     raw = sys.stdin.buffer.read()

@@ -21,7 +21,11 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from marketplace.blobs import get_blob_store
+from marketplace.db import database
 from marketplace.models import GearVersion
+from marketplace.registry import states
+from marketplace.registry.signing import keyring, sign_version
 from marketplace.settings import as_bool
 from marketplace.vetting.context import SandboxOptions
 from marketplace.vetting.jobs import MAX_ATTEMPTS, Approver, claim, run_claim
@@ -57,10 +61,6 @@ def job_budget(app: Flask) -> float | None:
 
 def make_approver(app: Flask) -> Approver:
     """Auto-approval, signed with the registry key, for verified publishers."""
-    from marketplace.blobs import get_blob_store
-    from marketplace.registry import states
-    from marketplace.registry.signing import keyring, sign_version
-
     ring, store = keyring(app), get_blob_store(app)
 
     def approve(session: Session, version: GearVersion, reason: str) -> None:
@@ -72,9 +72,6 @@ def make_approver(app: Flask) -> Approver:
 
 def process_one(app: Flask, worker: str | None = None) -> bool:
     """Claim and run one job; ``False`` when the queue is empty."""
-    from marketplace.blobs import get_blob_store
-    from marketplace.db import database
-
     session = database(app).sessionmaker()
     try:
         stale = float(setting(app, "VETTING_STALE_SECONDS"))

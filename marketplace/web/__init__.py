@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from flask import Flask
 
+from marketplace.web import csrf, session, templating
+from marketplace.web.views_account import bp as account_bp
+from marketplace.web.views_catalog import bp as catalog_bp
+from marketplace.web.views_engine import bp as engine_bp
+from marketplace.web.views_install import bp as install_bp
+from marketplace.web.views_workspace import bp as workspace_bp
+
 
 def init_app(app: Flask) -> None:
     """Mount the catalog, account, workspace and engine pages, with CSRF and template helpers."""
-    from marketplace.web import csrf, session, templating
-    from marketplace.web.views_account import bp as account_bp
-    from marketplace.web.views_catalog import bp as catalog_bp
-    from marketplace.web.views_engine import bp as engine_bp
-    from marketplace.web.views_install import bp as install_bp
-    from marketplace.web.views_workspace import bp as workspace_bp
-
     csrf.init_app(app)
     session.init_app(app)
     templating.init_app(app)

@@ -9,6 +9,9 @@ from urllib.parse import urlencode
 from flask import Flask, request
 
 from gears_sdk.hookspecs import KINDS
+from gears_sdk.versions import Version
+from marketplace.workspaces import describe_capability
+from marketplace.workspaces.capabilities import described
 
 #: Every kind of gear (:data:`gears_sdk.hookspecs.KINDS`, in order) and its label.
 KIND_LABELS = {kind: kind.capitalize() for kind in KINDS}
@@ -62,9 +65,6 @@ def query_url(**changes: Any) -> str:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["date"] = date
-    from gears_sdk.versions import Version
-    from marketplace.workspaces import describe_capability
-    from marketplace.workspaces.capabilities import described
 
     app.jinja_env.add_extension("jinja2.ext.do")
     app.jinja_env.filters["compact"] = count

@@ -11,7 +11,9 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import BaseConverter
 
-from marketplace.workspaces import events
+from marketplace.db import database
+from marketplace.workspaces import events, secrets
+from marketplace.workspaces.api import bp
 from marketplace.workspaces.capabilities import (
     CapabilityDiff,
     capabilities_of,
@@ -78,10 +80,6 @@ class InstallationIdConverter(BaseConverter):
 
 def init_app(app: Flask) -> None:
     """Give the app's sessions the secret box and mount the installations API."""
-    from marketplace.db import database
-    from marketplace.workspaces import secrets
-    from marketplace.workspaces.api import bp
-
     # Installation ids are 32 hex digits: "/installations/plan" and other words are never
     # routed as one (a PATCH or DELETE there is 405, not "no installation 'plan'").
     app.url_map.converters["installation_id"] = InstallationIdConverter

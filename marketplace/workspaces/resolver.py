@@ -44,6 +44,7 @@ from resolvelib.structs import RequirementInformation
 from gears_sdk import ENGINE_VERSION
 from gears_sdk.errors import GearsError, RangeError
 from gears_sdk.versions import Range, parse_range, parse_version
+from marketplace.models import Gear, GearVersion, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,6 @@ class DbCandidateSource:
     def versions(self, name: str) -> list[Candidate]:
         from sqlalchemy import select
 
-        from marketplace.models import Gear, GearVersion, VersionStatus
 
         rows = self.session.scalars(
             select(GearVersion).join(Gear).where(
@@ -410,7 +410,6 @@ class DbCandidateSource:
         """A sentence saying why ``name`` has no installable version."""
         from sqlalchemy import select
 
-        from marketplace.models import Gear, VersionStatus
 
         gear = self.session.scalars(select(Gear).where(Gear.name == name)).first()
         released = [v for v in gear.versions
