@@ -356,7 +356,11 @@ class EngineManager:
         self.start_worker(session, row.gear.name, row.version, inst.id, wg.name, wg.id,
                           dict(row.config or {}), installation_secrets(row))
         with self._lock:
-            if wg.installations.get(inst.id) is not inst:  # changed while it started
+            # Changed while it started? A re-read of the workspace (another installation's
+            # change, the periodic refresh) makes new records of unchanged installations too:
+            # only a changed fingerprint (version, config, secrets, enabled, status) counts.
+            now = wg.installations.get(inst.id)
+            if now is None or now.fingerprint != inst.fingerprint:
                 self.runtime.stop(inst.id)
                 raise GearCallError(f"{inst.gear} changed while its worker started; "
                                     "the next call starts the new one",
