@@ -9,7 +9,6 @@ raises :class:`RegistryUnreachable`.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -218,5 +217,4 @@ def client_from_settings(registry: str | None = None, token: str | None = None) 
     if not url:
         raise GearsError("no registry is configured", code="no_registry",
                          hint="run 'gears login --registry URL' or set GEARS_REGISTRY")
-    return RegistryClient(url, token or settings.token,
-                          timeout=float(os.environ.get("GEARS_TIMEOUT", "60")))
+    return RegistryClient(url, token or settings.token, timeout=settings.timeout)

@@ -1,9 +1,11 @@
-"""Where ``gears login`` keeps the registry URL and token.
+"""Where ``gears login`` keeps the registry URL and token, and the ``gears``
+command's environment variables (:data:`VARIABLES`; nothing else in the SDK
+reads a ``GEARS_*`` variable).
 
 The file is ``<user config dir>/gears/config.json`` (``platformdirs``), created
 with mode 0600 because it holds a credential. ``GEARS_REGISTRY`` and
 ``GEARS_TOKEN`` override it, so CI can publish without ever writing a token to
-disk.
+disk; ``GEARS_TIMEOUT`` is the seconds a registry request may take (default 60).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from pathlib import Path
 import platformdirs
 
 from gears_sdk.errors import GearsError
+
+#: The ``gears`` command's environment variables.
+VARIABLES = ("GEARS_REGISTRY", "GEARS_TOKEN", "GEARS_CLI_CONFIG", "GEARS_TIMEOUT")
+#: Seconds a registry request may take unless ``GEARS_TIMEOUT`` says otherwise.
+DEFAULT_TIMEOUT = 60.0
 
 
 def config_path() -> Path:
@@ -32,6 +39,7 @@ class Settings:
 
     registry: str | None = None
     token: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
 
 
 def _read_file(path: Path) -> dict[str, str]:
@@ -45,12 +53,33 @@ def _read_file(path: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
+def env_token() -> str | None:
+    """``GEARS_TOKEN``, or ``None`` when it is unset or empty."""
+    return os.environ.get("GEARS_TOKEN") or None
+
+
+def _timeout() -> float:
+    raw = os.environ.get("GEARS_TIMEOUT")
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise GearsError(f"GEARS_TIMEOUT={raw!r} is not a number of seconds above 0",
+                         code="bad_config", hint="e.g. GEARS_TIMEOUT=60")
+    return value
+
+
 def load_settings() -> Settings:
-    """The stored login, with ``GEARS_REGISTRY`` / ``GEARS_TOKEN`` taking precedence."""
+    """The stored login, with ``GEARS_REGISTRY`` / ``GEARS_TOKEN`` taking precedence, and
+    the request timeout (``GEARS_TIMEOUT``)."""
     stored = _read_file(config_path())
     registry = os.environ.get("GEARS_REGISTRY") or stored.get("registry")
-    token = os.environ.get("GEARS_TOKEN") or stored.get("token")
-    return Settings(registry=registry.rstrip("/") if registry else None, token=token or None)
+    token = env_token() or stored.get("token")
+    return Settings(registry=registry.rstrip("/") if registry else None, token=token or None,
+                    timeout=_timeout())
 
 
 def save_login(registry: str, token: str) -> Path:

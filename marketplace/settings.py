@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gears_sdk import ENGINE_VERSION
+from gears_sdk import settings as sdk_settings
 from gears_sdk.versions import is_valid_version
 from marketplace.errors import MarketplaceError
 
@@ -293,9 +294,7 @@ BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 
 #: ``GEARS_*`` variables that are not registry settings: the ``gears`` developer
 #: CLI's, and those the test suite and benchmarks read.
-NOT_SETTINGS = frozenset({
-    "GEARS_REGISTRY", "GEARS_TOKEN", "GEARS_CLI_CONFIG", "GEARS_TIMEOUT",
-})
+NOT_SETTINGS = frozenset(sdk_settings.VARIABLES)
 NOT_SETTINGS_PREFIXES = ("GEARS_TEST_", "GEARS_FUZZ_", "GEARS_HYPOTHESIS_", "GEARS_LOAD_",
                          "GEARS_BENCH_")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from gears_sdk.cli.develop import validate_dir
 from gears_sdk.client import RegistryClient, client_from_settings
 from gears_sdk.errors import GearsError
 from gears_sdk.hookspecs import KINDS
-from gears_sdk.settings import save_login
+from gears_sdk.settings import env_token, save_login
 
 
 @click.command("login")
@@ -21,7 +20,7 @@ from gears_sdk.settings import save_login
 @click.option("--token", help="An API token (default: GEARS_TOKEN, else a prompt).")
 def login_command(registry: str, token: str | None) -> None:
     """Check an API token against a registry and remember both."""
-    token = token or os.environ.get("GEARS_TOKEN") or click.prompt("API token", hide_input=True)
+    token = token or env_token() or click.prompt("API token", hide_input=True)
     if not registry.startswith(("http://", "https://")):
         raise GearsError(f"{registry!r} is not an http(s) URL", code="invalid_url",
                          hint="e.g. gears login --registry https://gears.example.com")

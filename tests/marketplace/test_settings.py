@@ -115,7 +115,9 @@ def test_every_setting_has_a_doc_a_scope_and_a_parsable_default():
 
 # --- nothing else reads GEARS_* from the environment -------------------------------
 
-SETTINGS_MODULES = {"marketplace/settings.py"}
+#: The one module of each package that reads GEARS_* variables: the registry's settings
+#: table, and the gears command's (the SDK cannot import the registry's).
+SETTINGS_MODULES = {"marketplace/settings.py", "gears_sdk/settings.py"}
 ENV_READERS = {"os.environ", "os.getenv", "os.environb", "environ", "getenv"}
 
 
@@ -164,12 +166,14 @@ def test_the_checker_sees_every_form_of_read():
 
 def test_no_module_outside_the_settings_table_reads_gears_variables(repo_root):
     offenders = []
-    for path in sorted((repo_root / "marketplace").rglob("*.py")):
+    for path in sorted([*(repo_root / "marketplace").rglob("*.py"),
+                        *(repo_root / "gears_sdk").rglob("*.py")]):
         rel = path.relative_to(repo_root).as_posix()
         if rel in SETTINGS_MODULES:
             continue
         offenders += [f"{rel}:{n}" for n in gears_environment_reads(path.read_text())]
-    assert offenders == [], "read these through marketplace.settings: " + ", ".join(offenders)
+    assert offenders == [], "read these through marketplace.settings (gears_sdk.settings in " \
+        "the SDK): " + ", ".join(offenders)
 
 
 def test_repo_root_fixture_is_the_checkout(repo_root):
@@ -190,7 +194,8 @@ def config_get_with_default(source: str) -> list[int]:
 
 def test_code_reads_table_settings_without_a_default_of_its_own(repo_root):
     offenders = []
-    for path in sorted((repo_root / "marketplace").rglob("*.py")):
+    for path in sorted([*(repo_root / "marketplace").rglob("*.py"),
+                        *(repo_root / "gears_sdk").rglob("*.py")]):
         rel = path.relative_to(repo_root).as_posix()
         offenders += [f"{rel}:{n}" for n in config_get_with_default(path.read_text())]
     assert offenders == [], "use app.config[NAME]: " + ", ".join(offenders)

@@ -200,6 +200,20 @@ def test_unreachable_registry_and_no_login(monkeypatch, tmp_path):
     assert code == 1 and "cannot reach the registry" in err and "Traceback" not in err
 
 
+def test_the_request_timeout_comes_from_gears_timeout(registry, monkeypatch):
+    """GEARS_TIMEOUT, read with the other settings: a bad value is a clean error, not a
+    traceback."""
+    from gears_sdk.client import client_from_settings
+
+    assert client_from_settings().timeout == 60.0
+    monkeypatch.setenv("GEARS_TIMEOUT", "2.5")
+    assert client_from_settings().timeout == 2.5
+    monkeypatch.setenv("GEARS_TIMEOUT", "soon")
+    code, _, err = run("search", "x")
+    assert code == 1 and "GEARS_TIMEOUT='soon' is not a number of seconds" in err
+    assert "Traceback" not in err
+
+
 def test_client_raises_typed_errors(registry):
     client = RegistryClient(registry.url, "wrong")
     with pytest.raises(RegistryError) as info:
