@@ -47,7 +47,7 @@ from marketplace.engine.upgrades import reconcile_engine_version
 from marketplace.models import Gear, GearVersion, Workspace
 from marketplace.registry.signing import VersionSignature, keyring
 from marketplace.runtime import GearCallError, Installation, Runtime
-from marketplace.runtime.datadir import remove_data
+from marketplace.runtime.datadir import IMAGE_SUFFIX, remove_data
 from marketplace.runtime.errors import SandboxError
 from marketplace.runtime.killswitch import KillListPoller
 from marketplace.runtime.loader import GearCache, LoaderError, StoreFetcher
@@ -601,6 +601,33 @@ class EngineManager:
             remove_data(self.data_root / installation)
         except OSError as exc:
             log.error("could not remove the data of installation %s: %s", installation, exc)
+
+    def remove_orphan_data(self) -> list[str]:
+        """Delete the data dirs of installations that no longer exist and wait for no
+        uninstall in the outbox; their ids. An uninstall's cleanup runs on the one node
+        that claims it, so a node's own copies of others' data dirs (scratch) go here,
+        when the node starts (before it drains the outbox)."""
+        from marketplace.workspaces.outbox import EngineEvent
+
+        try:
+            names = [p.name for p in self.data_root.iterdir()]
+        except OSError:
+            return []
+        found = sorted({n.split(".", 1)[0] for n in names
+                        if len(n) >= 32 and all(c in "0123456789abcdef" for c in n[:32])
+                        and n[32:] in ("", IMAGE_SUFFIX, ".mounted-by")})
+        kept: set[str] = set()
+        with self.sessions() as session:
+            for start in range(0, len(found), 500):
+                chunk = found[start:start + 500]
+                kept.update(session.scalars(select(InstallationRow.id)
+                                            .where(InstallationRow.id.in_(chunk))))
+                kept.update(session.scalars(select(EngineEvent.installation_id)
+                                            .where(EngineEvent.installation_id.in_(chunk))))
+        gone = [iid for iid in found if iid not in kept]
+        for iid in gone:
+            self.remove_data(iid)
+        return gone
 
     def close(self) -> None:
         """Stop every worker this manager started (the runtime stays open)."""

@@ -105,6 +105,13 @@ def start_node(app: Flask) -> NodeInfo:
     manager = get_engine(app)
     manager.runtime  # noqa: B018 (built now: the kill list is polled from the start)
     manager.reconcile()  # suspend/resume installations for this engine's version now
+    try:
+        gone = manager.remove_orphan_data()
+        if gone:
+            log.info("removed the data dirs of %d installations that no longer exist",
+                     len(gone))
+    except Exception:  # leftovers cost disk only: never a reason not to serve
+        log.exception("could not look for data dirs of removed installations")
     lifecycle.start()
     log.info("engine node %s (pid %s) started", info.id, info.pid)
     return info

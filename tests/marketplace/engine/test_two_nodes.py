@@ -432,3 +432,33 @@ def test_a_second_node_on_one_data_path_is_refused(sandbox_ok, app, tmp_path):
         wait_ready(again, cfg["ENGINE_NODE_TOKEN"])
     finally:
         stop(again)
+
+
+def test_a_node_removes_data_dirs_of_removed_installations(sandbox_ok, app, people, publish,
+                                                           install, tmp_path):
+    """An uninstall's cleanup runs on the node that claims it; the others' copies of the
+    data dir (scratch) go when each starts. Live installations keep theirs."""
+    live = install(publish(write_gear(tmp_path / "g", "acme/counter", "extension",
+                                      ["gear_on_event"], COUNTER,
+                                      write=["traits.count", "traits.seen"])))
+    cfg = app.config
+    workdir = tmp_path / "nodes"
+    workdir.mkdir()
+    data = workdir / "a-data"
+    gone = "0123456789abcdef" * 2
+    for iid in (live, gone):
+        (data / iid).mkdir(parents=True)
+        (data / iid / "notes.txt").write_text("scratch")
+    (data / f"{gone}.ext4").write_bytes(b"an image")
+    (data / "not-an-installation").mkdir()
+    env = registry_env(workdir, GEARS_DATABASE_URL=cfg["DATABASE_URL"],
+                       GEARS_STORAGE_URL=cfg["STORAGE_URL"], GEARS_SECRET_KEY=cfg["SECRET_KEY"],
+                       GEARS_INSTANCE_PATH=cfg["INSTANCE_PATH"], **PASSED_ON)
+    node = start_node(workdir, "a", env)
+    try:
+        wait_ready(node, cfg["ENGINE_NODE_TOKEN"])
+    finally:
+        stop(node)
+    assert (data / live / "notes.txt").read_text() == "scratch"
+    assert not (data / gone).exists() and not (data / f"{gone}.ext4").exists()
+    assert (data / "not-an-installation").is_dir()
