@@ -12,13 +12,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask
+from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from marketplace import services
@@ -333,3 +338,84 @@ def test_pages_and_api_of_a_live_web_server_reach_its_engine_node(live_registry)
                           timeout=10).json()
     # the node is a process of its own (gunicorn's worker under the pid printed)
     assert status["node"] and status["pid"] not in (os.getpid(), reg.process.pid)
+
+
+def _start_node_process(app_config: dict[str, Any], workdir: Any, name: str) -> tuple[Any, str]:
+    """``marketplace engine serve`` as a process of its own on the test's database and
+    instance directory (so the same node token), with a data directory of its own."""
+    from tests.fixtures.live import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEARS_")}
+    env.update(GEARS_DATABASE_URL=app_config["DATABASE_URL"],
+               GEARS_STORAGE_URL=app_config["STORAGE_URL"],
+               GEARS_SECRET_KEY=app_config["SECRET_KEY"],
+               GEARS_INSTANCE_PATH=app_config["INSTANCE_PATH"],
+               GEARS_GEAR_DATA_PATH=str(workdir / f"{name}-data"))
+    port = free_port()
+    log = (workdir / f"{name}.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "marketplace.cli", "engine", "serve",
+                             "--port", str(port), "--threads", "4"], cwd=workdir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/engine/v1/openapi.json", timeout=2).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError((workdir / f"{name}.log").read_text())
+        time.sleep(0.2)
+
+
+def test_a_killed_node_leaves_the_pages_and_the_api_to_the_other(app, app_config, tmp_path,
+                                                                  business, make_token):
+    """Two engine node processes behind one web app: SIGKILL one, and every later call,
+    write or read, page or API, is answered by the other; no accepted event is lost."""
+    from marketplace.db import database
+    from tests.marketplace.web_support import sign_in
+
+    procs = []
+    try:
+        for name in ("a", "b"):
+            procs.append(_start_node_process(app_config, tmp_path, name))
+        (a, a_url), (_, b_url) = procs
+        web = web_app_for(app_config, f"{a_url},{b_url}")
+        client = web.test_client()
+        token = bearer(make_token(business, ["workspace:shop"]))
+        sent = 0
+
+        def send(n: int) -> None:
+            nonlocal sent
+            batch = [{"id": f"e{sent + i}", "user_id": "ann", "type": "view"} for i in range(n)]
+            answer = client.post(f"{SHOP}/events", headers=token, json={"events": batch})
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+            assert answer.get_json()["accepted"] == n
+            sent += n
+
+        for _ in range(4):  # calls rotate over both nodes
+            send(5)
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=30)
+        for _ in range(4):
+            send(5)
+        sign_in(client, business.email)
+        page = client.get("/workspaces/shop/profiles?user_id=ann")
+        assert page.status_code == 200 and "ann" in page.get_data(as_text=True)
+        events = requests.get(f"{b_url}{SHOP}/profiles/ann", headers=token, timeout=10).json()
+        assert events["user_id"] == "ann"
+        # every accepted event is stored once, whichever node took it
+        with database(app).engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM engine_events")).scalar()
+        assert stored == sent == 40
+        database(web).engine.dispose()
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except Exception:
+                    proc.kill()
