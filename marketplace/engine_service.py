@@ -309,7 +309,11 @@ class NodePool:
         """Send one request to the first node that accepts the connection.
 
         ``path`` starts with ``/``. Calls to ``/engine/v1/_node/...`` carry the node
-        token. Unless ``stream``, the body is read whole within the deadline. With
+        token. Unless ``stream``, the body is read whole within the deadline. The
+        deadline covers connecting and reading: a node that keeps sending is cut off at
+        the first chunk past it, one that falls silent when its read wait (the time
+        that was left when the call was sent) runs out, so a call never outlasts twice
+        ``timeout``. With
         ``check`` (the default), an error answer raises the node's error as a
         :class:`MarketplaceError`; the ``/engine/v1`` forwarder passes ``check=False``
         and hands the answer back as it came.
