@@ -5,7 +5,7 @@ The registry is prepared in this process (a counting extension published, approv
 installed through the real paths), then two ``marketplace engine serve`` processes are
 started on loopback against the same database. The gear increments ``traits.count`` and
 sets ``traits.seen.<event>`` for every event it sees, so the profile tells exactly which
-events' patches were applied.
+events' patches were applied, and sets the same key in its ``ctx.state``.
 
 1. Two senders, one per node, send events for the same ten users at the same time; every
    send is a real POST with unique event ids and the sender's own sequence numbers.
@@ -15,7 +15,8 @@ events' patches were applied.
    body it never received. Every failed send is retried with the same event ids.
 
 Then: every acknowledged event is stored exactly once, each profile's counter equals its
-stored events and its ``seen`` keys are exactly their ids (no lost or doubled patch),
+stored events and its ``seen`` keys are exactly their ids (no lost or doubled patch), the
+gear's state holds a key for every stored event (no state write lost between nodes),
 each sender's events for a user are stored in the order it sent them, and every request
 after the kill was answered by the surviving node, each pool sender failing at most once
 (the request in flight when its node died).
@@ -42,7 +43,7 @@ import requests
 from sqlalchemy import select
 
 from marketplace.db import database
-from marketplace.engine.models import Event, Profile
+from marketplace.engine.models import Event, InstallationState, Profile
 from marketplace.engine_service import NodePool
 from marketplace.errors import MarketplaceError
 from tests.fixtures.app import postgres_schema_url
@@ -68,6 +69,7 @@ from gears_sdk import hookimpl
 @hookimpl
 def gear_on_event(event, profile, config, ctx):
     seen = "e_" + event["id"].replace("-", "_")
+    ctx.state.set(seen, 1)
     return {"increment": {"traits.count": 1}, "set": {"traits.seen." + seen: 1}}
 """
 
@@ -386,10 +388,14 @@ def check_store(app: Any, senders: list[Sent]) -> None:
         rows = s.execute(select(Event.id, Event.event_id, Event.user_id, Event.timestamp,
                                 Event.properties).order_by(Event.id)).all()
         profiles = {p.user_id: p for p in s.scalars(select(Profile))}
+        state = s.scalars(select(InstallationState)).all()
     ids = [r.event_id for r in rows]
     assert len(ids) == len(set(ids))
     missing = set(acked) - set(ids)
     assert not missing, f"{len(missing)} acknowledged events were lost: {sorted(missing)[:5]}"
+    assert len(state) == 1
+    assert set(state[0].data) == {"e_" + i.replace("-", "_") for i in ids}, \
+        "a state write was lost"
     per_user: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
         per_user[r.user_id].append(r)
