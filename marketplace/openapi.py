@@ -17,6 +17,7 @@ from marketplace.openapi_parts import (
     BOOL,
     DATE,
     INT,
+    PROBLEM,
     STR,
     errors,
     gear_params,
@@ -49,11 +50,7 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "Problem": {
-        "type": "object",
-        "required": ["message"],
-        "properties": {"path": STR, "message": STR, "code": STR},
-    },
+    "Problem": PROBLEM,
     "VersionSummary": {
         "type": "object",
         "required": ["name", "version", "status", "yanked", "quarantined", "created_at"],

@@ -2,7 +2,8 @@
 
 :mod:`marketplace.openapi` builds the document and merges in
 :mod:`marketplace.registry.openapi_trust`; both use these helpers, so they live
-below both instead of privately in one of them.
+below both instead of privately in one of them. The engine's document
+(:mod:`marketplace.engine.openapi`) shares the shape of a problem.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 STR, INT, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
 DATE = {"type": "string", "format": "date-time"}
+
+
+#: One problem in an error's ``details`` (:data:`gears_sdk.errors.ProblemDetail`), in
+#: both the registry's and the engine's document.
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {"path": STR, "message": STR, "code": STR},
+}
 
 
 def json_content(schema: str) -> dict[str, Any]:

@@ -12,18 +12,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 import gears_sdk
+from marketplace.openapi_parts import BOOL, INT, PROBLEM, STR, ref
 
 bp = Blueprint("engine_openapi", __name__, url_prefix="/engine/v1")
 
-_REF = "#/components/schemas/"
-STR, INT, BOOL, NUM = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}, \
-    {"type": "number"}
+NUM = {"type": "number"}
 OBJ = {"type": "object"}
 NULLSTR = {"type": ["string", "null"]}
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -34,7 +29,7 @@ SCHEMAS: dict[str, Any] = {
     "Error": _obj(["error"], error=_obj(["code", "message", "details"], code=STR, message=STR,
                                         details={"type": "array", "items": ref("Problem")},
                                         current=OBJ)),
-    "Problem": _obj(["message"], path=STR, message=STR, code=STR),
+    "Problem": PROBLEM,
     "Event": _obj(["user_id", "type"], id=STR, user_id=STR,
                   type={"enum": ["view", "click", "purchase", "custom"]}, name=STR,
                   properties=OBJ, timestamp={"type": "string", "format": "date-time"}),

@@ -181,3 +181,16 @@ def _walk_trust(client, check, dev_h, admin_h) -> None:
     check(admin + "/revet", "post", client.post(url + "/revet", headers=dev_h))  # 403
     check("/api/v1/gears/{publisher}/{name}/{version}", "get",
           client.get("/api/v1/gears/acme/hello/1.0.0", headers=admin_h))
+
+
+def test_both_documents_describe_a_problem_with_the_one_shape():
+    """The registry's and the engine's documents share the Problem schema, and it names
+    exactly the fields of gears_sdk.errors.problem()."""
+    from gears_sdk.errors import problem
+    from marketplace.engine.openapi import document as engine_document
+    from marketplace.openapi import document as registry_document
+
+    registry, engine = (d()["components"]["schemas"]["Problem"]
+                        for d in (registry_document, engine_document))
+    assert registry == engine
+    assert set(registry["properties"]) == set(problem("$.x", "wrong"))
