@@ -219,7 +219,18 @@ def _start_child(args: list[str], urls: list[str]) -> subprocess.Popen[bytes]:
     import os
 
     env = {**os.environ, "GEARS_ENGINE_URLS": ",".join(urls)}
-    return subprocess.Popen([sys.executable, "-m", "marketplace", *args], env=env)
+    return subprocess.Popen([sys.executable, "-m", "marketplace", *args], env=env,
+                            preexec_fn=_stop_with_parent)
+
+
+def _stop_with_parent() -> None:
+    """In a child of ``marketplace serve``: get SIGTERM when it dies, even of SIGKILL, so no
+    engine node keeps its port and its gear workers after it (Linux; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -243,7 +254,8 @@ def _start_engine_node(app: Flask, port: int) -> tuple[str, subprocess.Popen[byt
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "GEARS_ENGINE_URLS"}
     node = subprocess.Popen([sys.executable, "-m", "marketplace", "engine", "serve",
-                             "--host", "127.0.0.1", "--port", str(port)], env=env)
+                             "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            preexec_fn=_stop_with_parent)
     headers = {"Authorization": f"Bearer {app.config['ENGINE_NODE_TOKEN']}"}
     deadline = time.monotonic() + ENGINE_START_SECONDS
     with requests.Session() as http:

@@ -5,6 +5,7 @@ error when its node cannot start."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -177,3 +178,18 @@ def test_serve_says_so_when_its_engine_node_cannot_start(live_registry):
                               capture_output=True, text=True, timeout=180)
     assert done.returncode == 1
     assert "the engine node exited" in done.stderr and "--engine-port" in done.stderr
+
+
+def test_a_killed_serve_takes_its_engine_node_and_scheduler_with_it(live_registry):
+    reg = live_registry()
+    reg.start(workers=1)
+    log = reg.log.read_text()
+    node = int(re.search(r"Engine node on \S+ \(pid (\d+)\)", log).group(1))
+    scheduler = int(re.search(r"Connector scheduler started \(pid (\d+)\)", log).group(1))
+    reg.process.send_signal(signal.SIGKILL)
+    reg.process.wait(30)
+    deadline = time.monotonic() + DEADLINE
+    while any(Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/cmdline").read_bytes()
+              for pid in (node, scheduler)):
+        assert time.monotonic() < deadline, "the node or the scheduler outlived serve"
+        time.sleep(0.2)
