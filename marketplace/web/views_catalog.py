@@ -38,7 +38,8 @@ def home() -> str:
                      with_facets=False)
     kinds = {f.value: f.count for f in facet_counts(session, CatalogQuery(), viewer, "kind")}
     return render_template("catalog/home.html", categories=categories, newest=newest.gears,
-                           popular=popular.gears, kinds=kinds, total=newest.total)
+                           popular=popular.gears, kinds=kinds, total=newest.total,
+                           card_badges=card_badges)
 
 
 def _page_arg() -> int:
@@ -65,7 +66,7 @@ def search_page() -> str:
     )
     result = search(get_session(), query, current_viewer())
     return render_template("catalog/search.html", result=result, query=query, sorts=SORTS,
-                           kinds=KINDS)
+                           kinds=KINDS, card_badges=card_badges)
 
 
 def _visible_gear(publisher: str, name: str) -> Gear:
@@ -93,9 +94,25 @@ def _badges(v: GearVersion) -> list[tuple[str, str]]:
         out.append(("yanked", "Yanked"))
     if v.quarantined:
         out.append(("quarantined", "Quarantined"))
-    if engine_mismatch(v.manifest, engine_version()) is not None:
-        out.append(("incompatible", f"Needs engine {engine_range(v.manifest)}"))
+    out.extend(engine_badges(v.manifest))
     return out
+
+
+def engine_badges(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """The "Needs engine" badge of a version this engine cannot run, else none: the
+    gear page's versions and the catalog's cards show the same one."""
+    if engine_mismatch(manifest, engine_version()) is None:
+        return []
+    return [("incompatible", f"Needs engine {engine_range(manifest)}")]
+
+
+def card_badges(gear: Gear) -> list[tuple[str, str]]:
+    """A catalog card's badges: its newest listed version's engine badge.
+
+    Read from the versions the search loaded with its page of gears (one query for
+    the page), so a card costs no query of its own."""
+    latest = queries.latest_public(gear)
+    return engine_badges(latest.manifest) if latest is not None else []
 
 
 @bp.get("/gears/<publisher>/<name>")

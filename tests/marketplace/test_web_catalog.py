@@ -139,3 +139,75 @@ def test_versions_for_another_engine_are_marked_and_not_offered(client, publish_
     assert 'value="1.0.0" selected' in start and "cannot be installed here" not in start
     chosen = html(signed_in.get("/workspaces/shop/install/acme/hello?version=2.0.0"))
     assert f"Hello 2.0.0 cannot be installed here.</strong> acme/hello 2.0.0 {need}" in chosen
+
+
+def _cards(page: str) -> dict[str, str]:
+    """Each gear card's HTML by the gear's name."""
+    cards = {}
+    for card in page.split('<article class="card gear-card">')[1:]:
+        name = re.search(r'<p class="card-name"><code>([^<]+)</code>', card)
+        assert name, card
+        cards[name.group(1)] = card.split("</article>", 1)[0]
+    return cards
+
+
+def _statements(app, get) -> int:
+    """How many SQL statements ``get()`` runs (and that it answers 200)."""
+    from sqlalchemy import event
+
+    from marketplace.db import database
+
+    seen = []
+
+    def count(*_args):
+        seen.append(1)
+
+    engine = database(app).engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        html(get())
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_catalog_cards_mark_a_newest_version_for_another_engine(app, client, publish_gear,
+                                                                monkeypatch):
+    publish_gear("acme/fits", engine=">=1.0.0 <2.0.0", summary="Recommends gifts.")
+    publish_gear("acme/later", "1.0.0", engine=">=1.0.0 <2.0.0", summary="Recommends hats.")
+    publish_gear("acme/later", "2.0.0", engine=">=2.0.0 <3.0.0", summary="Recommends hats.")
+    publish_gear("acme/held", "1.0.0", engine=">=1.0.0 <2.0.0", summary="Recommends socks.")
+    publish_gear("acme/held", "2.0.0", approve=False, engine=">=2.0.0 <3.0.0")
+    badge = "Needs engine &gt;=2.0.0 &lt;3.0.0</span>"
+
+    for path in ("/", "/search", "/search?q=recommends"):
+        cards = _cards(html(client.get(path)))
+        if path == "/":  # newest and most installed: each gear twice
+            assert html(client.get(path)).count(badge) == 2
+        assert badge in cards["acme/later"], path  # its newest listed version needs engine 2
+        assert "badge-incompatible" not in cards["acme/fits"], path
+        # an unapproved newer version is not listed: the card speaks of 1.0.0
+        assert "badge-incompatible" not in cards["acme/held"], path
+
+    # the same rule as the gear page, against the engine this server runs as
+    monkeypatch.setitem(app.config, "ENGINE_VERSION", "2.1.0")
+    cards = _cards(html(client.get("/search")))
+    assert "Needs engine &gt;=1.0.0 &lt;2.0.0</span>" in cards["acme/fits"]
+    assert "badge-incompatible" not in cards["acme/later"]
+    gear_page = html(client.get("/gears/acme/fits"))
+    assert "Needs engine &gt;=1.0.0 &lt;2.0.0</span>" in gear_page
+
+
+def test_catalog_card_badges_cost_no_query_per_card(app, client, publish_gear):
+    for i in range(2):
+        publish_gear(f"acme/few-{i}", engine=">=2.0.0 <3.0.0")
+    html(client.get("/"))  # first request: caches warmed
+    few = (_statements(app, lambda: client.get("/search")),
+           _statements(app, lambda: client.get("/")))
+    for i in range(4):
+        publish_gear(f"acme/more-{i}", "1.0.0", engine=">=1.0.0 <2.0.0")
+        publish_gear(f"acme/more-{i}", "2.0.0", engine=">=2.0.0 <3.0.0")
+    assert html(client.get("/search")).count("badge-incompatible") == 6
+    many = (_statements(app, lambda: client.get("/search")),
+            _statements(app, lambda: client.get("/")))
+    assert many == few
