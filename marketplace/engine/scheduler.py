@@ -115,10 +115,14 @@ def node_runner(pool: NodePool) -> Runner:
     return run
 
 
-def run_due(app: Flask, engine: EngineManager | Runner,
-            now: datetime | None = None) -> list[dict[str, Any]]:
+def run_due(app: Flask, engine: EngineManager | Runner, now: datetime | None = None, *,
+            stop: threading.Event | None = None) -> list[dict[str, Any]]:
     """Claim every due schedule and run its sync (in ``engine``, or through a runner);
-    the runs, as JSON. A sync that cannot run is ``skipped`` with the error, logged."""
+    the runs, as JSON. A sync that cannot run is ``skipped`` with the error, logged.
+
+    Once ``stop`` is set no further schedule is claimed (the sync running goes on to its
+    end): the rest stay due, unclaimed, for the next scheduler, instead of each being
+    claimed and run by one asked to stop."""
     runner = local_runner(engine) if isinstance(engine, EngineManager) else engine
     now = now or utcnow()
     runs = []
@@ -128,6 +132,8 @@ def run_due(app: Flask, engine: EngineManager | Runner,
             Workspace, SyncSchedule.workspace_id == Workspace.id)
             .where(SyncSchedule.next_run_at <= now).order_by(SyncSchedule.next_run_at)).all()
         for row, workspace in due:
+            if stop is not None and stop.is_set():
+                break
             if not _claim(session, row, now):
                 continue
             try:
@@ -149,7 +155,7 @@ def worker_loop(app: Flask, engine: EngineManager | Runner, *, once: bool = Fals
     stop = stop or threading.Event()
     while True:
         try:
-            for run in run_due(app, engine):
+            for run in run_due(app, engine, stop=stop):
                 log.info("sync of %s: %s", run.get("installation"), run.get("status"))
         except Exception:
             log.exception("the scheduler pass failed; retrying in %s s", poll_seconds)

@@ -7,8 +7,9 @@ A node and a looping scheduler are started as processes of their own on the test
 database (SQLite and PostgreSQL). The schedule is set through the node's engine API and
 made due; then the sync must run on the node with the ``schedule`` trigger, its records
 must be stored, its run recorded with its counts, the schedule moved on by its interval,
-and the scheduler must claim it once however often it polls. The test stops the scheduler
-and the node it started.
+and the scheduler must claim it once however often it polls. A scheduler asked to stop
+while a node runs one sync finishes waiting for it and claims no other due sync, which
+the next scheduler (``--once``) then runs. The tests stop the processes they started.
 """
 
 from __future__ import annotations
@@ -87,8 +88,18 @@ def sandbox_ok() -> None:
 
 
 @pytest.fixture
-def source() -> Iterator[tuple[int, list[tuple[str, int]]]]:
-    """The connector's remote system, two records a page; its port and the pages asked."""
+def gate() -> Iterator[threading.Event]:
+    """Open: the source answers pages at once; the test closes it to hold a sync mid-read."""
+    opened = threading.Event()
+    opened.set()
+    yield opened
+    opened.set()
+
+
+@pytest.fixture
+def source(gate: threading.Event) -> Iterator[tuple[int, list[tuple[str, int]]]]:
+    """The connector's remote system, two records a page; its port and the pages asked
+    (a page waits while ``gate`` is closed)."""
     data = {"customers": CUSTOMERS, "orders": ORDERS}
     asked: list[tuple[str, int]] = []
 
@@ -101,6 +112,7 @@ def source() -> Iterator[tuple[int, list[tuple[str, int]]]]:
             else:
                 since = int(parse_qs(url.query).get("since", ["0"])[0])
                 asked.append((stream, since))
+                gate.wait(DEADLINE_S)
                 rows = data[stream][since:since + 2]
                 body = {"records": rows, "cursor": since + len(rows),
                         "more": since + len(rows) < len(data[stream])}
@@ -133,12 +145,13 @@ def wait_until(what: str, check: Callable[[], bool], processes: list[subprocess.
         time.sleep(0.2)
 
 
-def start_scheduler(workdir: Path, env: dict[str, str], node: Node) -> subprocess.Popen[bytes]:
+def start_scheduler(workdir: Path, env: dict[str, str], node: Node,
+                    *args: str) -> subprocess.Popen[bytes]:
     """``marketplace engine scheduler`` looking for due syncs every half second."""
-    with (workdir / "scheduler.log").open("wb") as out:
+    with (workdir / "scheduler.log").open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "marketplace.cli", "engine", "scheduler",
-             "--poll-seconds", "0.5"],
+             "--poll-seconds", "0.5", *args],
             cwd=workdir, env={**env, "GEARS_ENGINE_URLS": node.url}, stdout=out,
             stderr=subprocess.STDOUT)
 
@@ -232,6 +245,90 @@ def test_the_scheduler_has_a_node_run_a_due_sync(sandbox_ok, app, people, publis
                                                                     "succeeded")
         assert shown["streams"] == run.stats
     finally:
+        if scheduler is not None:
+            stop_scheduler(scheduler)
+        stop(node)
+        release_leftovers(node)
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether a SIGTERM sent to ``pid`` is not delivered yet (once delivered, Python runs
+    the handler before the interrupted call goes on)."""
+    bit = 1 << (signal.SIGTERM - 1)
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return any(int(fields[name].strip(), 16) & bit for name in ("SigPnd", "ShdPnd"))
+
+
+def test_a_stopped_scheduler_claims_no_further_due_sync(sandbox_ok, app, people, publish,
+                                                        install, source, gate, tmp_path):
+    port, asked = source
+    iids = [install(publish(write_gear(
+        tmp_path / "g", f"acme/sync-{k}", "connector",
+        ["gear_check", "gear_streams", "gear_read"], CONNECTOR % port,
+        network=[f"127.0.0.1:{port}"], write=["attributes.*"], timeout_ms=15000,
+        permissions={"events": {"write": ["purchase"]}}))) for k in ("a", "b")]
+    workdir = tmp_path / "procs"
+    workdir.mkdir()
+    cfg = app.config
+    env = registry_env(workdir, GEARS_DATABASE_URL=cfg["DATABASE_URL"],
+                       GEARS_STORAGE_URL=cfg["STORAGE_URL"], GEARS_SECRET_KEY=cfg["SECRET_KEY"],
+                       GEARS_INSTANCE_PATH=cfg["INSTANCE_PATH"],
+                       GEARS_HTTP_ALLOW_PRIVATE_HOSTS="127.0.0.1", **PASSED_ON)
+    node = start_node(workdir, "node", env)
+    scheduler = None
+    try:
+        wait_ready(node, cfg["ENGINE_NODE_TOKEN"])
+        now = utcnow()
+        due = {iids[0]: now - timedelta(minutes=2), iids[1]: now - timedelta(minutes=1)}
+        for iid, when in due.items():
+            answer = requests.put(
+                f"{node.url}/engine/v1/workspaces/shop/connectors/{iid}/schedule",
+                json={"interval_minutes": 60}, headers=auth(people["ws_token"]), timeout=30)
+            assert answer.status_code == 200, answer.text
+            with database(app).sessionmaker() as s:
+                s.execute(update(SyncSchedule).where(SyncSchedule.installation_id == iid)
+                          .values(next_run_at=when))
+                s.commit()
+
+        gate.clear()  # the first sync (the earlier schedule) waits at its first page
+        scheduler = start_scheduler(workdir, env, node)
+        logs = [node.log, workdir / "scheduler.log"]
+        wait_until("the first scheduled sync reads", lambda: bool(asked),
+                   [node.process, scheduler], logs)
+        scheduler.send_signal(signal.SIGTERM)  # asked to stop while a node runs a sync
+        wait_until("the scheduler takes the SIGTERM", lambda: not sigterm_pending(scheduler.pid),
+                   [scheduler], logs)
+        gate.set()
+        assert scheduler.wait(timeout=DEADLINE_S) == 0, logs[1].read_text()
+
+        def runs() -> dict[str, list[SyncRun]]:
+            with database(app).sessionmaker() as s:
+                found: dict[str, list[SyncRun]] = {iid: [] for iid in iids}
+                for run in s.scalars(select(SyncRun)):
+                    found[run.installation_id].append(run)
+                return found
+
+        def next_runs() -> dict[str, Any]:
+            with database(app).sessionmaker() as s:
+                return {iid: s.get(SyncSchedule, iid).next_run_at for iid in iids}
+
+        # the sync in flight finished on the node; the other one was left due, unclaimed,
+        # for the next scheduler
+        first = runs()
+        assert [(r.status.value, r.trigger) for r in first[iids[0]]] == [
+            ("succeeded", "schedule")]
+        assert first[iids[1]] == [], "a stopped scheduler started another sync"
+        moved = next_runs()
+        assert moved[iids[0]] > now and moved[iids[1]] == due[iids[1]]
+
+        # the next scheduler runs it (and --once stops by itself)
+        scheduler = start_scheduler(workdir, env, node, "--once")
+        assert scheduler.wait(timeout=DEADLINE_S) == 0, logs[1].read_text()
+        assert [r.status.value for r in runs()[iids[1]]] == ["succeeded"]
+        assert next_runs()[iids[1]] > now
+    finally:
+        gate.set()
         if scheduler is not None:
             stop_scheduler(scheduler)
         stop(node)
