@@ -33,6 +33,7 @@ import requests
 from sqlalchemy import select, update
 
 from marketplace.db import database, utcnow
+from marketplace.engine import shutdown as shutdown_embedded_engine
 from marketplace.engine.models import Event, Profile, SyncRun, SyncSchedule
 from tests.fixtures.live import registry_env
 from tests.marketplace.engine.conftest import auth, sandbox_problem, write_gear
@@ -249,6 +250,7 @@ def test_the_scheduler_has_a_node_run_a_due_sync(sandbox_ok, app, people, publis
             stop_scheduler(scheduler)
         stop(node)
         release_leftovers(node)
+        shutdown_embedded_engine(app)  # this process's own: its signal receivers, any worker
 
 
 def sigterm_pending(pid: int) -> bool:
@@ -333,3 +335,4 @@ def test_a_stopped_scheduler_claims_no_further_due_sync(sandbox_ok, app, people,
             stop_scheduler(scheduler)
         stop(node)
         release_leftovers(node)
+        shutdown_embedded_engine(app)  # this process's own: its signal receivers, any worker
