@@ -19,12 +19,23 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from marketplace import db, demo
+from marketplace.accounts import service, tokens
+from marketplace.app import create_app
 from marketplace.audit import SystemActor
+from marketplace.blobs import get_blob_store
 from marketplace.cli_context import database_problem, get_app
+from marketplace.db import session_scope
+from marketplace.engine import shutdown as engine_shutdown
 from marketplace.engine.cli import engine_group
 from marketplace.errors import MarketplaceError
+from marketplace.maintenance import collect_garbage
+from marketplace.models import Role, User
+from marketplace.registry.signing import key_dir, keyring
+from marketplace.server import serve as run_server
 from marketplace.settings import BY_NAME, ConfigError, from_environ, parse
 from marketplace.storage import StorageError
+from marketplace.vetting.worker import run_worker, stop_processes
 
 DEFAULT_ADMIN_EMAIL = "admin@gears.local"
 
@@ -71,9 +82,6 @@ def init(ctx: click.Context) -> None:
     GEARS_ADMIN_EMAIL / GEARS_ADMIN_PASSWORD; without them, when no admin exists,
     admin@gears.local is created with a generated password printed once.
     """
-    from marketplace import db
-    from marketplace.blobs import get_blob_store
-
     app = get_app(ctx)
     changes: list[str] = []
     before, head = db.current_revision(app), db.head_revision(app)
@@ -102,10 +110,6 @@ def init(ctx: click.Context) -> None:
 
 
 def _ensure_admin(session: Any) -> str | None:
-    from marketplace.accounts import service
-    from marketplace.demo import new_password
-    from marketplace.models import Role, User
-
     email = (from_environ("ADMIN_EMAIL") or "").strip()
     password = from_environ("ADMIN_PASSWORD") or None
     if email:
@@ -119,7 +123,7 @@ def _ensure_admin(session: Any) -> str | None:
         return None
     email = email or DEFAULT_ADMIN_EMAIL
     shown = password is None
-    password = password or new_password()
+    password = password or demo.new_password()
     user = service.create_user(session, email, Role.admin, password, actor=SystemActor.cli)
     if shown:
         return (f"admin {user.email}: created with password {password}\n"
@@ -128,15 +132,11 @@ def _ensure_admin(session: Any) -> str | None:
 
 
 def _ensure_signing_key(app: Flask) -> str | None:
-    from marketplace.registry.signing import key_dir, keyring
-
     kid, created = keyring(app).ensure()
     return f"signing key {kid}: created in {key_dir(app)}" if created else None
 
 
 def _signing_key_id(app: Flask) -> str | None:
-    from marketplace.registry.signing import keyring
-
     return keyring(app).current_id()
 
 
@@ -149,8 +149,6 @@ def rotate_key(ctx: click.Context) -> None:
     published at /api/v1/keys so existing signatures keep verifying. The old
     private key is deleted.
     """
-    from marketplace.registry.signing import keyring
-
     new, old = keyring(get_app(ctx)).rotate()
     click.echo(f"signing key {new}: now current" + (f" (retired {old}; its public key is "
                                                      "still served)" if old else ""))
@@ -171,11 +169,6 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
           engine_port: int) -> None:
     """Serve Gears: the web server (gunicorn), an engine node, the vetting worker(s) and
     the connector scheduler; Ctrl-C or SIGTERM stops them all."""
-    from marketplace.app import create_app
-    from marketplace.engine import shutdown as engine_shutdown
-    from marketplace.server import serve as run_server
-    from marketplace.vetting.worker import stop_processes
-
     app = get_app(ctx)
     problem = database_problem(app)
     if problem:
@@ -311,8 +304,6 @@ def db_group() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Apply the schema migrations."""
-    from marketplace import db
-
     app = get_app(ctx)
     before = db.current_revision(app)
     db.upgrade(app, revision)
@@ -327,8 +318,6 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Show the database's schema revision and the newest one available."""
-    from marketplace import db
-
     app = get_app(ctx)
     click.echo(f"current: {db.current_revision(app) or 'none'}\nhead: {db.head_revision(app)}")
 
@@ -346,8 +335,6 @@ def vet_group() -> None:
 def vet_worker(ctx: click.Context, once: bool, poll: float) -> None:
     """Run vetting jobs (any number of workers may run side by side)."""
     import logging
-
-    from marketplace.vetting.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # SIGTERM unwinds like Ctrl-C, so a running job's process group is killed on the way out.
@@ -375,9 +362,6 @@ main.add_command(engine_group)
 def create_user(ctx: click.Context, email: str, role: str, password_stdin: bool,
                 display_name: str | None) -> None:
     """Create a user (without --password-stdin the user can only use API tokens)."""
-    from marketplace.accounts import service
-    from marketplace.db import session_scope
-
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -397,9 +381,6 @@ def create_user(ctx: click.Context, email: str, role: str, password_stdin: bool,
 def create_publisher(ctx: click.Context, name: str, owner_email: str,
                      display_name: str | None) -> None:
     """Create a publisher namespace owned by an existing user."""
-    from marketplace.accounts import service
-    from marketplace.db import session_scope
-
     with session_scope(get_app(ctx)) as session:
         service.create_publisher(session, name, owner_email, display_name=display_name,
                                  actor=SystemActor.cli)
@@ -414,9 +395,6 @@ def create_publisher(ctx: click.Context, name: str, owner_email: str,
 def create_workspace(ctx: click.Context, name: str, member_email: str,
                      display_name: str | None) -> None:
     """Create a workspace with an existing user as its owner."""
-    from marketplace.accounts import service
-    from marketplace.db import session_scope
-
     with session_scope(get_app(ctx)) as session:
         service.create_workspace(session, name, member_email, display_name=display_name,
                                  actor=SystemActor.cli)
@@ -436,9 +414,6 @@ def create_token(ctx: click.Context, email: str, scopes: tuple[str, ...],
 
     The audit log records the operator CLI (``operator-cli``) as who created it, never
     the token's owner."""
-    from marketplace.accounts import service, tokens
-    from marketplace.db import session_scope
-
     with session_scope(get_app(ctx)) as session:
         user = service.require_user(session, email)
         plaintext, _ = tokens.create_token(session, user, scopes, name=name,
@@ -456,10 +431,6 @@ def create_token(ctx: click.Context, email: str, scopes: tuple[str, ...],
 @click.pass_context
 def gc(ctx: click.Context, grace_hours: float, dry_run: bool) -> None:
     """Delete stored blobs that no gear version references."""
-    from marketplace.blobs import get_blob_store
-    from marketplace.db import session_scope
-    from marketplace.maintenance import collect_garbage
-
     app = get_app(ctx)
     with session_scope(app) as session:
         removed = collect_garbage(session, get_blob_store(app),
@@ -478,15 +449,13 @@ def gc(ctx: click.Context, grace_hours: float, dry_run: bool) -> None:
 def seed_demo(ctx: click.Context) -> None:
     """Seed the demo: accounts, the example gears published and approved, a workspace
     with gears installed, a catalog, segments, campaigns and sample events."""
-    from marketplace.demo import seed_demo as seed
-
     lines: list[str] = []
 
     def say(line: str) -> None:
         lines.append(line)
         click.echo(line)
 
-    seed(get_app(ctx), say)
+    demo.seed_demo(get_app(ctx), say)
     if not lines:
         click.echo("demo data already present")
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 from flask import Flask
+from sqlalchemy.engine import make_url
 
+from marketplace import db
 from marketplace.app import create_app
 
 
@@ -24,10 +26,6 @@ def get_app(ctx: click.Context) -> Flask:
 def database_problem(app: Flask) -> str | None:
     """Why a server may not start on the app's database (never initialized, or at an
     older revision than this version needs), or ``None``."""
-    from sqlalchemy.engine import make_url
-
-    from marketplace import db
-
     label = make_url(app.config["DATABASE_URL"]).render_as_string(hide_password=True)
     current, head = db.current_revision(app), db.head_revision(app)
     if current is None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
 
+from marketplace.errors import MarketplaceError
+
 if TYPE_CHECKING:
     from marketplace.engine_service import EngineService
 
@@ -36,8 +38,6 @@ def engine(app: Flask) -> EngineService:
     through it (:mod:`marketplace.engine_service`)."""
     found = app.extensions.get(ENGINE)
     if found is None:
-        from marketplace.errors import MarketplaceError
-
         raise MarketplaceError(503, "engine_unavailable", "this server runs no engine and "
                                "knows no engine node (set GEARS_ENGINE_URLS)")
     return cast("EngineService", found)

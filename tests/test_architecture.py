@@ -266,19 +266,13 @@ ALLOWED_FUNCTION_IMPORTS: dict[str, set[str]] = {
     "marketplace.vetting.jobs": {"marketplace.vetting.pipeline"},
     "marketplace.vetting.runner": {"marketplace.vetting.pipeline"},
 }
-# Modules being reworked with the engine service, their imports with them; this set
-# only shrinks.
-PENDING_FUNCTION_IMPORTS = {"marketplace.cli", "marketplace.cli_context", "marketplace.engine",
-                            "marketplace.engine.api", "marketplace.engine.cli",
-                            "marketplace.engine.manager", "marketplace.engine.node",
-                            "marketplace.services", "marketplace.web.views_engine"}
 
 
 def test_function_level_imports_of_project_modules_are_deliberate() -> None:
     modules = all_modules()
     found = [
         f"{name}:{line} imports {target} inside a function"
-        for name, path in modules.items() if name not in PENDING_FUNCTION_IMPORTS
+        for name, path in modules.items()
         for target, line in function_imports_in(path.read_text(), name,
                                                 path.name == "__init__.py", modules)
         if target not in ALLOWED_FUNCTION_IMPORTS.get(name, set())

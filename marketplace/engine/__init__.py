@@ -19,7 +19,11 @@ from flask import Flask
 
 from marketplace import services
 from marketplace.engine import models  # noqa: F401  (registers the tables)
+from marketplace.engine.api import bp
+from marketplace.engine.lifecycle import Lifecycle
 from marketplace.engine.manager import EngineManager
+from marketplace.engine.openapi import bp as openapi_bp
+from marketplace.engine.service import LocalEngine
 
 __all__ = ["EngineManager", "get_engine", "init_app", "shutdown"]
 
@@ -27,11 +31,6 @@ __all__ = ["EngineManager", "get_engine", "init_app", "shutdown"]
 def init_app(app: Flask) -> None:
     """Attach the engine manager, drain the lifecycle outbox on installation changes, mount
     the API."""
-    from marketplace.engine.api import bp
-    from marketplace.engine.lifecycle import Lifecycle
-    from marketplace.engine.openapi import bp as openapi_bp
-    from marketplace.engine.service import LocalEngine
-
     manager = EngineManager(app)
     lifecycle = Lifecycle(manager)
     lifecycle.connect()

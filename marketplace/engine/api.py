@@ -21,6 +21,7 @@ from gears_sdk.values import ValueLimits
 from marketplace.auth import require_scope
 from marketplace.db import get_session
 from marketplace.engine import connectors, setup
+from marketplace.engine.audience import iter_members
 from marketplace.engine.decisions import decide as run_decision
 from marketplace.engine.ingest import ingest
 from marketplace.engine.manager import EngineManager
@@ -253,8 +254,6 @@ def delete_segment(ws: str, name: str) -> tuple[Response, int]:
 
 @bp.get("/segments/<name>/members")
 def segment_members(ws: str, name: str) -> Response:
-    from marketplace.engine.audience import iter_members
-
     w = workspace(ws)
     seg = setup.get_segment(get_session(), w, name)
     limit = _int_arg("limit", 100, 1000)

@@ -17,8 +17,11 @@ import click
 
 from marketplace.cli_context import database_problem, get_app
 from marketplace.engine import get_engine
+from marketplace.engine.node import claim_data_root, create_node_app, start_node, stop_node
 from marketplace.engine.scheduler import node_runner, worker_loop
+from marketplace.engine_service import NodePool
 from marketplace.errors import MarketplaceError
+from marketplace.server import serve as run_server
 
 DEFAULT_NODE_PORT = 8001
 DEFAULT_NODE_THREADS = 8
@@ -47,9 +50,6 @@ def engine_serve(host: str, port: int, threads: int) -> None:
     outbox; Ctrl-C or SIGTERM stops it with every worker, control group and
     data-dir mount it started. Point web servers at it with GEARS_ENGINE_URLS.
     """
-    from marketplace.engine.node import claim_data_root, create_node_app, start_node, stop_node
-    from marketplace.server import serve as run_server
-
     app = create_node_app()
     problem = database_problem(app)
     if problem:
@@ -73,8 +73,6 @@ def engine_scheduler(ctx: click.Context, once: bool, poll_seconds: float) -> Non
     Runs no gear itself. Several schedulers may share one database: each due sync
     is claimed by exactly one.
     """
-    from marketplace.engine_service import NodePool
-
     app = get_app(ctx)
     urls = app.config["ENGINE_URLS"] or []
     if not urls:

@@ -45,7 +45,8 @@ from marketplace.engine.health_sync import HealthSync
 from marketplace.engine.state import DbStateStore
 from marketplace.engine.upgrades import reconcile_engine_version
 from marketplace.models import Gear, GearVersion, Workspace
-from marketplace.registry.signing import VersionSignature, keyring
+from marketplace.registry.signing import VersionSignature, keyring, sign_document
+from marketplace.registry.trust_api import killlist_document
 from marketplace.runtime import GearCallError, Installation, Runtime
 from marketplace.runtime.datadir import IMAGE_SUFFIX, remove_data
 from marketplace.runtime.errors import SandboxError
@@ -56,8 +57,10 @@ from marketplace.runtime.turns import Turns
 from marketplace.settings import engine_version, runtime_options
 from marketplace.workspaces.models import Installation as InstallationRow
 from marketplace.workspaces.models import InstallationStatus
+from marketplace.workspaces.outbox import EngineEvent
 from marketplace.workspaces.planning import engine_mismatch
 from marketplace.workspaces.secrets import installation_secrets
+from marketplace.workspaces.service import mark_failed
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +261,6 @@ class EngineManager:
         app = self.app
 
         def fetch() -> dict[str, Any]:
-            from marketplace.registry.signing import sign_document
-            from marketplace.registry.trust_api import killlist_document
-
             with app.app_context():
                 return sign_document(ring, killlist_document())
 
@@ -574,8 +574,6 @@ class EngineManager:
     def flush_failures(self) -> None:
         """Mark queued installations failed (after the caller's transaction ended:
         on SQLite a second writer would wait for the first)."""
-        from marketplace.workspaces.service import mark_failed
-
         with self._lock:
             pending, self._failures = self._failures, []
         for installation, reason in pending:
@@ -607,8 +605,6 @@ class EngineManager:
         uninstall in the outbox; their ids. An uninstall's cleanup runs on the one node
         that claims it, so a node's own copies of others' data dirs (scratch) go here,
         when the node starts (before it drains the outbox)."""
-        from marketplace.workspaces.outbox import EngineEvent
-
         try:
             names = [p.name for p in self.data_root.iterdir()]
         except OSError:

@@ -28,11 +28,18 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import select
 
+from marketplace.app import create_app
 from marketplace.db import get_session
+from marketplace.engine import get_engine, shutdown
+from marketplace.engine.connectors import sync
+from marketplace.engine.lifecycle import node_id
+from marketplace.engine.manager import data_root
 from marketplace.engine_service import token_matches
 from marketplace.errors import MarketplaceError
 from marketplace.http_input import json_body
+from marketplace.models import Workspace
 from marketplace.settings import engine_version
 
 log = logging.getLogger(__name__)
@@ -57,8 +64,6 @@ class NodeInfo:
 def create_node_app(config: Mapping[str, Any] | None = None) -> Flask:
     """The app of one engine node: the whole app with an embedded engine (``ENGINE_URLS``
     forced empty: the node *is* the engine), answering only the engine's paths."""
-    from marketplace.app import create_app
-
     app = create_app({**dict(config or {}), "ENGINE_URLS": []})
     app.register_blueprint(bp)
     app.before_request(_engine_paths_only)
@@ -77,8 +82,6 @@ def claim_data_root(app: Flask) -> IO[str]:
     mount its filesystem image twice and corrupt it: a second node on the same machine
     with the same ``GEAR_DATA_PATH`` is refused with ``data_path_in_use``.
     """
-    from marketplace.engine.manager import data_root
-
     root = data_root(app)
     root.mkdir(parents=True, exist_ok=True)
     held = open(root / DATA_LOCK, "a+")  # noqa: SIM115 (kept open: the lock is the file)
@@ -95,9 +98,6 @@ def claim_data_root(app: Flask) -> IO[str]:
 def start_node(app: Flask) -> NodeInfo:
     """Start the node's background work in this (the serving) process: the kill-list
     poller and the lifecycle outbox drain. Called once the server process exists."""
-    from marketplace.engine import get_engine
-    from marketplace.engine.lifecycle import node_id
-
     lifecycle = app.extensions["gears_engine_lifecycle"]
     lifecycle.node = node_id()  # this process's, not the one that built the app
     info = NodeInfo(lifecycle.node)
@@ -119,8 +119,6 @@ def start_node(app: Flask) -> NodeInfo:
 
 def stop_node(app: Flask) -> None:
     """Stop the outbox drain, every worker, the kill-list poller and the runtime."""
-    from marketplace.engine import shutdown
-
     shutdown(app)
 
 
@@ -142,8 +140,6 @@ def _node_token() -> None:
 def status(app: Flask) -> dict[str, Any]:
     """What runs on this node: its id, engine version, pid, uptime, one entry per
     installation with a running worker, and how its health flushes are doing."""
-    from marketplace.engine import get_engine
-
     manager = get_engine(app)
     info: NodeInfo | None = app.extensions.get(NODE_EXTENSION)
     lifecycle = app.extensions.get("gears_engine_lifecycle")
@@ -179,12 +175,6 @@ def get_status() -> Response:
 def run_sync(ws: str, installation: str) -> tuple[Response, int]:
     """Run one sync now for a process of the installation (the scheduler): the run, as
     ``POST /engine/v1/workspaces/<ws>/connectors/<installation>/sync`` answers it."""
-    from sqlalchemy import select
-
-    from marketplace.engine import get_engine
-    from marketplace.engine.connectors import sync
-    from marketplace.models import Workspace
-
     data = json_body(max_bytes=4096, optional=True)
     trigger = data.get("trigger", "manual") if isinstance(data, dict) else "manual"
     if trigger not in ("manual", "schedule"):

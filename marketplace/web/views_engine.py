@@ -28,6 +28,7 @@ from marketplace.errors import MarketplaceError
 from marketplace.models import Workspace
 from marketplace.web.session import login_required
 from marketplace.web.views_workspace import workspace_or_404
+from marketplace.workspaces import list_installations
 
 bp = Blueprint("web_engine", __name__)
 
@@ -274,8 +275,6 @@ def _or_404(get: Any) -> Any:
 
 
 def _templates(workspace: Workspace) -> list[dict[str, str]]:
-    from marketplace.workspaces import list_installations
-
     return [{"id": i.id, "title": i.gear.title, "gear": i.gear.name,
              "enabled": "yes" if i.enabled else "no"}
             for i in list_installations(get_session(), workspace) if i.gear.kind == "template"]
