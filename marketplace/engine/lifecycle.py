@@ -4,16 +4,17 @@ The workspaces service writes one row per change in the change's own transaction
 (:mod:`marketplace.workspaces.outbox`); engine nodes claim rows with a conditional
 update, so exactly one node acts on each:
 
-* installed: run ``gear_install`` when the gear declares it; if it fails the
-  installation is marked failed with the gear's message, so the user sees
-  why (the install itself is already committed);
+* installed: run ``gear_install`` when the gear declares it; if it fails (the
+  hook's ``decide`` policy) the installation is marked failed with the gear's
+  message, so the user sees why (the install itself is already committed);
 * changed (upgraded, config changed, enabled or disabled): retire the worker on
   the claiming node; the next use starts the right version with the right
   config, or nothing. Other nodes retire theirs when their every-
   :data:`~marketplace.engine.manager.REFRESH_SECONDS` re-read of the workspace
   sees the installation's fingerprint change;
 * uninstalled: run ``gear_uninstall`` with the last config and the secrets
-  kept encrypted in the row (failures are logged and do not stop anything),
+  kept encrypted in the row (under the hook's ``notify`` policy its failures are
+  logged and do not stop anything),
   stop the worker, delete the installation's state, cursors, schedule and sync
   history, and its data directory.
 
@@ -45,7 +46,7 @@ from marketplace.engine.models import (
     SyncSchedule,
 )
 from marketplace.models import Gear, GearVersion, Workspace
-from marketplace.runtime import GearFailure
+from marketplace.runtime import GearFailure, GearResult, HookDeclined, settle
 from marketplace.workspaces import events, outbox
 from marketplace.workspaces.models import Installation as InstallationRow
 from marketplace.workspaces.outbox import EngineEvent, EventKind
@@ -185,9 +186,7 @@ class Lifecycle:
             caller, why = self.engine.hook_for(session, wg, iid, "gear_install")
             reason = None
             if caller is not None:
-                results = caller(config=None, ctx=None)
-                if results and isinstance(results[0], GearFailure):
-                    reason = f"gear_install failed: {results[0].error.message}"
+                reason = install_refused(caller(config=None, ctx=None))
             elif why is not None and why.error not in ("hook_missing", "disabled", "suspended"):
                 reason = f"the gear could not start: {why.message}"
             session.rollback()
@@ -220,6 +219,9 @@ class Lifecycle:
 
     def _run_uninstall(self, session: Session, workspace: Workspace,
                        event: EngineEvent) -> None:
+        """Call ``gear_uninstall``; its failures are handled by the hook's policy
+        (:func:`uninstall_settled`). A worker that cannot start is logged and the cleanup
+        goes on: the installation is gone either way."""
         iid = event.installation_id
         try:
             secret_values = box_for(session).decrypt(event.secrets_encrypted)
@@ -227,9 +229,33 @@ class Lifecycle:
                                      workspace.name, workspace.id, dict(event.config or {}),
                                      secret_values)
             pm = get_plugin_manager(self.engine.runtime.proxy(iid))
-            for result in pm.hook.gear_uninstall(config=None, ctx=None):
-                if isinstance(result, GearFailure):
-                    log.warning("gear_uninstall of %s (%s) failed: %s", event.gear, iid,
-                                result.error)
+            results = pm.hook.gear_uninstall(config=None, ctx=None)
         except Exception:
             log.exception("gear_uninstall of %s (%s) could not run", event.gear, iid)
+            return
+        uninstall_settled(event, results)
+
+
+def install_refused(results: list[GearResult | GearFailure]) -> str | None:
+    """Why ``gear_install``'s results fail the installation, or ``None``, by the hook's
+    policy in :data:`gears_sdk.hookspecs.HOOKS`: under ``decide`` (the table's) a failure
+    marks the installation failed with the gear's message; under ``notify`` it is only
+    counted and logged (by the runtime)."""
+    try:
+        settle("gear_install", results)
+    except HookDeclined as declined:
+        return f"gear_install failed: {declined.failure.error.message}"
+    return None
+
+
+def uninstall_settled(event: EngineEvent, results: list[GearResult | GearFailure]) -> None:
+    """Handle ``gear_uninstall``'s results by the hook's policy: under ``notify`` (the
+    table's) a failure is logged and the cleanup goes on; under ``decide`` it raises
+    :class:`~marketplace.runtime.HookDeclined`, so the outbox row is retried after a
+    backoff and the installation's engine data is kept until the gear agrees (or the row
+    is dropped after its last attempt)."""
+    for result in results:
+        if isinstance(result, GearFailure):
+            log.warning("gear_uninstall of %s (%s) failed: %s", event.gear,
+                        event.installation_id, result.error)
+    settle("gear_uninstall", results)

@@ -3,8 +3,9 @@
 Each caller hands a call's results to :func:`marketplace.runtime.settle`; these tests
 drive the callers with a failing and a succeeding gear under the table's policy and
 under the other one, so a caller that ignored the table would fail one of them.
-Lifecycle hooks (``gear_install``, ``gear_uninstall``) are driven by
-``marketplace/engine/lifecycle.py`` and tested in ``test_lifecycle.py``.
+The lifecycle hooks (``gear_install``, ``gear_uninstall``) are driven through
+:class:`marketplace.engine.lifecycle.Lifecycle` with a stand-in engine and session here,
+and end to end, in the sandbox, under the table's policies in ``test_lifecycle.py``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from gears_sdk.hookspecs import HOOKS
+from gears_sdk.hookspecs import HOOKS, hookimpl
 from gears_sdk.types import ItemScore, ProfilePatch, RenderResult
-from marketplace.engine import connectors, decisions, ingest
+from marketplace.engine import connectors, decisions, ingest, lifecycle
 from marketplace.engine.validation import NewEvent
 from marketplace.runtime import GearFailure, GearResult, HookDeclined, proxy, settle
 from marketplace.runtime.errors import GearCallError
@@ -122,6 +123,120 @@ def test_an_event_hook_failure_follows_the_policy(p, policy):
         assert [x.installation for x in patches] == ["i-good"] and doc["traits"]["seen"]
     else:
         assert patches == [] and doc["traits"] == {}
+
+
+class LifecycleSession:
+    """What :class:`~marketplace.engine.lifecycle.Lifecycle` asks of a session: the
+    installation row (``None``: uninstalled), then the workspace and gear version."""
+
+    def __init__(self, row: Any, *scalars: Any):
+        self.row, self.scalars = row, list(scalars)
+        self.executed: list[Any] = []
+        self.committed = False
+
+    def __enter__(self) -> LifecycleSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def get(self, model: Any, key: str) -> Any:
+        return self.row
+
+    def scalar(self, statement: Any) -> Any:
+        return self.scalars.pop(0)
+
+    def execute(self, statement: Any) -> None:
+        self.executed.append(statement)
+
+    def commit(self) -> None:
+        self.committed = True
+
+    def rollback(self) -> None:
+        return None
+
+
+class FailingUninstall:
+    @hookimpl
+    def gear_uninstall(self, config: Any, ctx: Any) -> Any:
+        return failure()
+
+
+class LifecycleEngine(OneGear):
+    """An engine whose one gear answers ``results`` to ``gear_install`` and fails
+    ``gear_uninstall``; it records what the lifecycle asks of it."""
+
+    def __init__(self, results: list[Any], session: LifecycleSession):
+        super().__init__(results)
+        self.session = session
+        self.failures: list[tuple[str, str]] = []
+        self.removed: list[str] = []
+        self.started: set[str] = set()
+        self.runtime = SimpleNamespace(forget=lambda iid: None,
+                                       proxy=lambda iid: FailingUninstall())
+
+    def sessions(self) -> LifecycleSession:
+        return self.session
+
+    def forget(self, workspace: str, installation: str) -> None:
+        return None
+
+    def workspace(self, session: Any, workspace: Any) -> Any:
+        return None
+
+    def start_worker(self, *args: Any) -> None:
+        return None
+
+    def queue_failure(self, installation: str, reason: str) -> None:
+        self.failures.append((installation, reason))
+
+    def flush_failures(self) -> None:
+        return None
+
+    def remove_data(self, installation: str) -> None:
+        self.removed.append(installation)
+
+
+EVENT = SimpleNamespace(installation_id="i-bad", workspace="shop", gear="acme/bad",
+                        version="1.0.0", config={}, secrets_encrypted=b"")
+WORKSPACE = SimpleNamespace(id=1, name="shop")
+
+
+@pytest.mark.parametrize("p", POLICIES)
+def test_an_install_failure_follows_the_policy(p, policy):
+    """``decide`` (the table's): the installation is marked failed with the gear's
+    message; ``notify``: it stays installed (the runtime counted the failure)."""
+    policy("gear_install", p)
+    session = LifecycleSession(SimpleNamespace(workspace_id=1), WORKSPACE)
+    engine = LifecycleEngine([failure()], session)
+    lifecycle.Lifecycle(engine, node="n").installed(EVENT)  # type: ignore[arg-type]
+    if p == "decide":
+        assert engine.failures == [("i-bad", "gear_install failed: the hook raised ValueError")]
+    else:
+        assert engine.failures == []
+    assert lifecycle.install_refused([success(None)]) is None
+
+
+@pytest.mark.parametrize("p", POLICIES)
+def test_an_uninstall_failure_follows_the_policy(p, policy, monkeypatch, caplog):
+    """``notify`` (the table's): logged, and the installation's engine data and data dir
+    go; ``decide``: the row's work raises (the outbox retries it) and nothing is deleted."""
+    policy("gear_uninstall", p)
+    monkeypatch.setattr(lifecycle, "box_for", lambda session: SimpleNamespace(
+        decrypt=lambda sealed: {}))
+    version = SimpleNamespace(manifest={"hooks": ["gear_uninstall"]})
+    session = LifecycleSession(None, WORKSPACE, version)
+    engine = LifecycleEngine([], session)
+    run = lifecycle.Lifecycle(engine, node="n")  # type: ignore[arg-type]
+    if p == "decide":
+        with pytest.raises(HookDeclined):
+            run.uninstalled(EVENT)  # type: ignore[arg-type]
+        assert (engine.removed, session.executed, session.committed) == ([], [], False)
+    else:
+        run.uninstalled(EVENT)  # type: ignore[arg-type]
+        assert engine.removed == ["i-bad"] and session.committed
+        assert len(session.executed) == len(lifecycle._ENGINE_TABLES)
+        assert "gear_uninstall of acme/bad (i-bad) failed" in caplog.text
 
 
 def test_every_hook_s_policy_is_tested_here_or_in_the_lifecycle_tests():
