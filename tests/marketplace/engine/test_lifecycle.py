@@ -45,6 +45,25 @@ def gear_on_event(event, profile, config, ctx):
     raise RuntimeError("always broken")
 """
 
+FAILING_UNINSTALL = """
+from gears_sdk import hookimpl
+
+
+@hookimpl
+def gear_on_event(event, profile, config, ctx):
+    return None
+
+
+@hookimpl
+def gear_install(config, ctx):
+    ctx.state.set("installed", True)
+
+
+@hookimpl
+def gear_uninstall(config, ctx):
+    raise RuntimeError("the remote side is down")
+"""
+
 HOOKS = ["gear_check", "gear_streams", "gear_read", "gear_write", "gear_install",
          "gear_uninstall"]
 SCHEMA = {"type": "object", "properties": {"fail": {"type": "boolean", "default": False}}}
@@ -95,6 +114,25 @@ def test_install_uninstall_and_schedule(engine_app, client, session, people, pub
     assert session.get(SyncSchedule, iid) is None
     assert session.scalars(select(SyncRun)).all() == []
     # ... and the data, filesystem image included
+    assert not data.exists() and not image_for(data).exists()
+
+
+def test_a_failing_uninstall_is_logged_and_the_cleanup_goes_on(
+        engine_app, session, people, publish, install, tmp_path, caplog):
+    """gear_uninstall's policy is notify: its failure is logged, and the installation's
+    state and data dir go all the same."""
+    name = publish(write_gear(tmp_path / "g", "acme/bye", "extension",
+                              ["gear_on_event", "gear_install", "gear_uninstall"],
+                              FAILING_UNINSTALL))
+    iid = install(name)
+    session.rollback()
+    assert session.get(InstallationState, iid).data == {"installed": True}
+    data = get_engine(engine_app).data_root / iid
+    uninstall(session, session.get(Installation, iid), people["member"])
+    session.rollback()
+    assert f"gear_uninstall of acme/bye ({iid}) failed" in caplog.text
+    assert "the remote side is down" in caplog.text
+    assert session.get(InstallationState, iid) is None
     assert not data.exists() and not image_for(data).exists()
 
 
