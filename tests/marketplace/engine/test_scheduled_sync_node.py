@@ -36,14 +36,8 @@ from marketplace.db import database, utcnow
 from marketplace.engine import shutdown as shutdown_embedded_engine
 from marketplace.engine.models import Event, Profile, SyncRun, SyncSchedule
 from tests.fixtures.live import registry_env
+from tests.fixtures.nodes import Node, release_leftovers, start_node, stop, wait_ready
 from tests.marketplace.engine.conftest import auth, sandbox_problem, write_gear
-from tests.marketplace.engine.test_two_nodes import (
-    Node,
-    release_leftovers,
-    start_node,
-    stop,
-    wait_ready,
-)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -168,6 +162,18 @@ def stop_scheduler(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+def processes_env(app: Any, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A work directory and the environment for node and scheduler processes sharing the
+    test app's database, blob store and instance (its signing key and node token)."""
+    workdir = tmp_path / "procs"
+    workdir.mkdir()
+    cfg = app.config
+    return workdir, registry_env(
+        workdir, GEARS_DATABASE_URL=cfg["DATABASE_URL"], GEARS_STORAGE_URL=cfg["STORAGE_URL"],
+        GEARS_SECRET_KEY=cfg["SECRET_KEY"], GEARS_INSTANCE_PATH=cfg["INSTANCE_PATH"],
+        GEARS_HTTP_ALLOW_PRIVATE_HOSTS="127.0.0.1", **PASSED_ON)
+
+
 def test_the_scheduler_has_a_node_run_a_due_sync(sandbox_ok, app, people, publish, install,
                                                   source, tmp_path):
     port, asked = source
@@ -176,17 +182,11 @@ def test_the_scheduler_has_a_node_run_a_due_sync(sandbox_ok, app, people, publis
         ["gear_check", "gear_streams", "gear_read"], CONNECTOR % port,
         network=[f"127.0.0.1:{port}"], write=["attributes.*"],
         permissions={"events": {"write": ["purchase"]}})))
-    workdir = tmp_path / "procs"
-    workdir.mkdir()
-    cfg = app.config
-    env = registry_env(workdir, GEARS_DATABASE_URL=cfg["DATABASE_URL"],
-                       GEARS_STORAGE_URL=cfg["STORAGE_URL"], GEARS_SECRET_KEY=cfg["SECRET_KEY"],
-                       GEARS_INSTANCE_PATH=cfg["INSTANCE_PATH"],
-                       GEARS_HTTP_ALLOW_PRIVATE_HOSTS="127.0.0.1", **PASSED_ON)
+    workdir, env = processes_env(app, tmp_path)
     node = start_node(workdir, "node", env)
     scheduler = None
     try:
-        wait_ready(node, cfg["ENGINE_NODE_TOKEN"])
+        wait_ready(node, app.config["ENGINE_NODE_TOKEN"])
         # the schedule, set through the node's engine API as a workspace member would
         base = f"{node.url}/engine/v1/workspaces/shop/connectors/{iid}"
         answer = requests.put(f"{base}/schedule", json={"interval_minutes": 60},
@@ -224,7 +224,7 @@ def test_the_scheduler_has_a_node_run_a_due_sync(sandbox_ok, app, people, publis
         assert run.stats["orders"]["records"] == 2
         assert f"/engine/v1/_node/workspaces/shop/connectors/{iid}/sync" in node.log.read_text()
         status = requests.get(f"{node.url}/engine/v1/_node/status", timeout=30,
-                              headers=auth(cfg["ENGINE_NODE_TOKEN"])).json()
+                              headers=auth(app.config["ENGINE_NODE_TOKEN"])).json()
         assert iid in [w["installation"] for w in status["workers"]], status
         # page by page from the source (two records a page) into the workspace
         assert ("customers", 2) in asked and ("orders", 0) in asked
@@ -270,17 +270,11 @@ def test_a_stopped_scheduler_claims_no_further_due_sync(sandbox_ok, app, people,
         ["gear_check", "gear_streams", "gear_read"], CONNECTOR % port,
         network=[f"127.0.0.1:{port}"], write=["attributes.*"], timeout_ms=15000,
         permissions={"events": {"write": ["purchase"]}}))) for k in ("a", "b")]
-    workdir = tmp_path / "procs"
-    workdir.mkdir()
-    cfg = app.config
-    env = registry_env(workdir, GEARS_DATABASE_URL=cfg["DATABASE_URL"],
-                       GEARS_STORAGE_URL=cfg["STORAGE_URL"], GEARS_SECRET_KEY=cfg["SECRET_KEY"],
-                       GEARS_INSTANCE_PATH=cfg["INSTANCE_PATH"],
-                       GEARS_HTTP_ALLOW_PRIVATE_HOSTS="127.0.0.1", **PASSED_ON)
+    workdir, env = processes_env(app, tmp_path)
     node = start_node(workdir, "node", env)
     scheduler = None
     try:
-        wait_ready(node, cfg["ENGINE_NODE_TOKEN"])
+        wait_ready(node, app.config["ENGINE_NODE_TOKEN"])
         now = utcnow()
         due = {iids[0]: now - timedelta(minutes=2), iids[1]: now - timedelta(minutes=1)}
         for iid, when in due.items():

@@ -35,7 +35,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +47,7 @@ from marketplace.engine_service import NodePool
 from marketplace.errors import MarketplaceError
 from tests.fixtures.app import postgres_schema_url
 from tests.fixtures.live import free_port, registry_env
+from tests.fixtures.nodes import Node, release_leftovers, start_node, stop, wait_ready
 from tests.marketplace.engine.conftest import auth, sandbox_problem, write_gear
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow, pytest.mark.postgres,
@@ -87,79 +87,6 @@ def db_url() -> Iterator[str]:
     """PostgreSQL only: the nodes share one database server (skips when unreachable)."""
     with postgres_schema_url() as url:
         yield url
-
-
-@dataclass
-class Node:
-    """One ``marketplace engine serve`` process, in a process group of its own."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    data: Path
-    pid: int | None = None  # the serving process (gunicorn's worker), from its status
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-def start_node(workdir: Path, name: str, env: dict[str, str]) -> Node:
-    port = free_port()
-    data = workdir / f"{name}-data"  # nodes on one host keep their own data dirs
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "marketplace.cli", "engine", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--threads", "8"],
-            cwd=workdir, env={**env, "GEARS_GEAR_DATA_PATH": str(data)}, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    return Node(f"http://127.0.0.1:{port}", process, log, data)
-
-
-def wait_ready(node: Node, token: str) -> None:
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            resp = requests.get(f"{node.url}/engine/v1/_node/status", timeout=5,
-                                headers={"Authorization": f"Bearer {token}"})
-            if resp.status_code == 200:
-                node.pid = resp.json()["pid"]
-                return
-        except requests.ConnectionError:
-            pass
-        if not node.alive() or time.monotonic() > deadline:
-            raise AssertionError(f"the engine node did not start:\n{node.log.read_text()}")
-        time.sleep(0.2)
-
-
-def stop(node: Node) -> None:
-    if node.alive():
-        os.killpg(node.process.pid, signal.SIGTERM)
-        try:
-            node.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.process.pid, signal.SIGKILL)
-            node.process.wait(timeout=30)
-
-
-def release_leftovers(node: Node) -> None:
-    """What a killed node leaves on the host: its workers' control groups (their frozen
-    tasks killed) and its data-dir mounts. Only this node's are touched."""
-    from marketplace.runtime.cgroups import CgroupLimits, WorkerCgroup
-    from marketplace.runtime.datadir import unmount_quota
-
-    if node.pid is not None:
-        root = Path("/sys/fs/cgroup")
-        groups: dict[str, dict[str, Path]] = defaultdict(dict)
-        for path in root.glob(f"**/gears/*.{node.pid}.*"):
-            groups[path.name][path.relative_to(root).parts[0]] = path
-        for paths in groups.values():
-            version = "v2" if "unified" in paths else "v1"
-            WorkerCgroup(version, paths, CgroupLimits(0, 0, 0)).remove(5.0)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = Path(line.split()[4].replace("\\040", " "))
-        if point.is_relative_to(node.data):
-            unmount_quota(point)
 
 
 @dataclass
