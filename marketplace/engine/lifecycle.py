@@ -181,7 +181,7 @@ class Lifecycle:
             workspace = self._workspace(session, event)
             if row is None or workspace is None or row.workspace_id != workspace.id:
                 return  # uninstalled meanwhile: its own row follows
-            self.engine.forget(event.workspace, iid)
+            self.engine.reread(session, workspace)
             wg = self.engine.workspace(session, workspace)
             caller, why = self.engine.hook_for(session, wg, iid, "gear_install")
             reason = None
@@ -195,7 +195,11 @@ class Lifecycle:
             self.engine.flush_failures()
 
     def changed(self, event: EngineEvent) -> None:
-        self.engine.forget(event.workspace, event.installation_id)
+        with self.engine.sessions() as session:
+            workspace = self._workspace(session, event)
+            if workspace is not None:
+                self.engine.reread(session, workspace)
+            session.rollback()
 
     def uninstalled(self, event: EngineEvent) -> None:
         iid = event.installation_id

@@ -335,6 +335,16 @@ class EngineManager:
         self.runtime.forget(installation)
         self.started.discard(installation)
 
+    def reread(self, session: Session, workspace: Workspace) -> None:
+        """Re-read ``workspace``'s installations now (an outbox row said one changed): a
+        worker whose installation changed (version, config, secrets, enabled, status) or
+        went is retired; an unchanged one keeps running, with any call it is serving.
+        (No version reconcile here: its own suspensions arrive through this path.)"""
+        with self._lock:
+            wg = self._workspaces.get(workspace.name)
+            if wg is not None and wg.id == workspace.id:
+                self._refresh(session, wg)
+
     def forget(self, workspace: str | None, installation: str) -> None:
         """Drop what is known about ``installation`` now (a signal said it changed)."""
         with self._lock:
