@@ -181,6 +181,9 @@ class LifecycleEngine(OneGear):
     def forget(self, workspace: str, installation: str) -> None:
         return None
 
+    def reread(self, session: Any, workspace: Any) -> None:
+        return None
+
     def workspace(self, session: Any, workspace: Any) -> Any:
         return None
 
