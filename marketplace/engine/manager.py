@@ -346,7 +346,8 @@ class EngineManager:
                 self._refresh(session, wg)
 
     def forget(self, workspace: str | None, installation: str) -> None:
-        """Drop what is known about ``installation`` now (a signal said it changed)."""
+        """Drop what is known about ``installation`` now and stop its worker, changed or not
+        (it was uninstalled; the next use of a still-installed one starts it afresh)."""
         with self._lock:
             for wg in self._workspaces.values():
                 if workspace in (None, wg.name):

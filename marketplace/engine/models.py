@@ -178,7 +178,8 @@ class ConnectorCursor(Base):
 
 
 class SyncSchedule(Base):
-    """A connector installation synced every ``interval_minutes`` by ``engine worker``."""
+    """A connector installation synced every ``interval_minutes``: claimed when due by
+    ``marketplace engine scheduler`` (run on a node) or ``engine worker`` (in-process)."""
 
     __tablename__ = "engine_sync_schedules"
 
